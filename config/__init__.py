@@ -1,0 +1,5 @@
+"""Project configuration: settings, the Celery app, URLs and WSGI."""
+
+from config.celery import app as celery_app
+
+__all__ = ("celery_app",)

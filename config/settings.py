@@ -1,0 +1,342 @@
+"""Django settings: the one place that reads the environment (SPEC §2).
+
+Every variable goes through django-environ and a small validator; a malformed
+value raises :class:`django.core.exceptions.ImproperlyConfigured` with one line
+naming the variable, the value and what is allowed. ``manage.py`` and the
+Celery app print that line and exit with status 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import zoneinfo
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import environ
+from celery.schedules import crontab as celery_crontab
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+RUN_DIR = BASE_DIR / ".run"
+
+env = environ.Env()
+
+
+def _bad(var: str, value: object, allowed: str) -> ImproperlyConfigured:
+    return ImproperlyConfigured(f"{var}={value!r} is invalid: {allowed}")
+
+
+def env_str(var: str, default: str | None = None) -> str | None:
+    value = os.environ.get(var)
+    return default if value is None or value == "" else value
+
+
+def env_int(var: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """Read an integer; raise ImproperlyConfigured naming ``var`` when malformed or out of range."""
+    raw = env_str(var)
+    if raw is None:
+        return default
+    allowed = "an integer"
+    if minimum is not None and maximum is not None:
+        allowed = f"an integer from {minimum} to {maximum}"
+    elif minimum is not None:
+        allowed = f"an integer >= {minimum}"
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise _bad(var, raw, allowed) from None
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise _bad(var, raw, allowed)
+    return value
+
+
+def env_float(var: str, default: float, *, minimum: float, maximum: float) -> float:
+    raw = env_str(var)
+    if raw is None:
+        return default
+    allowed = f"a number from {minimum} to {maximum}"
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _bad(var, raw, allowed) from None
+    if not minimum <= value <= maximum:
+        raise _bad(var, raw, allowed)
+    return value
+
+
+def env_bool(var: str, default: bool) -> bool:
+    raw = env_str(var)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise _bad(var, raw, "one of true/false, 1/0, yes/no, on/off")
+
+
+def env_choice(var: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = env_str(var)
+    if raw is None:
+        return default
+    value = raw.strip().upper() if choices[0].isupper() else raw.strip().lower()
+    if value not in choices:
+        raise _bad(var, raw, "one of " + ", ".join(choices) + " (case-insensitive)")
+    return value
+
+
+def env_crontab(var: str) -> str | None:
+    """Validate a five-field crontab expression such as ``"0 3 * * *"`` (minute hour dom month dow)."""
+    raw = env_str(var)
+    if raw is None:
+        return None
+    fields = raw.split()
+    allowed = 'a crontab with 5 fields "minute hour day_of_month month_of_year day_of_week", e.g. "0 3 * * *"'
+    if len(fields) != 5:
+        raise _bad(var, raw, allowed)
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    try:
+        celery_crontab(
+            minute=minute, hour=hour, day_of_month=day_of_month,
+            month_of_year=month_of_year, day_of_week=day_of_week,
+        )
+    except Exception as exc:  # celery raises ValueError or ParseException
+        raise _bad(var, raw, f"{allowed} ({exc})") from None
+    return " ".join(fields)
+
+
+# --- Core Django -----------------------------------------------------------
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+if not SECRET_KEY:
+    if DEBUG:
+        SECRET_KEY = "django-insecure-dev-key-only-used-with-DJANGO_DEBUG-true"
+    else:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is unset: set it, or set DJANGO_DEBUG=true to use the development key"
+        )
+ALLOWED_HOSTS = [h.strip() for h in (env_str("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1") or "").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "scheduler_app",
+    "audit",
+    "groups",
+    "contributions",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database --------------------------------------------------------------
+
+_database_url = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
+try:
+    _db = env.db_url_config(_database_url)
+except Exception as exc:
+    raise _bad("DATABASE_URL", _database_url, f"a database URL such as sqlite:///db.sqlite3 or postgres://user@host:5432/name ({exc})") from None
+if not _db.get("ENGINE"):
+    raise _bad("DATABASE_URL", _database_url, "a sqlite:// or postgres:// URL")
+if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the worker, beat and web processes read while one writes; the
+    # busy timeout makes a writer wait for the lock instead of failing at once.
+    _db.setdefault("OPTIONS", {})
+    _db["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
+    _test_name = env_str("DJANGO_TEST_SQLITE_NAME")
+    _db["TEST"] = {"NAME": _test_name or str(RUN_DIR / "test-db.sqlite3")}
+else:
+    _db["CONN_MAX_AGE"] = 0
+DATABASES = {"default": _db}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Time ------------------------------------------------------------------
+
+TIME_ZONE = env_str("TIME_ZONE", "UTC") or "UTC"
+try:
+    zoneinfo.ZoneInfo(TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise _bad("TIME_ZONE", TIME_ZONE, "an IANA time zone name such as UTC or Europe/Berlin") from None
+USE_TZ = True
+USE_I18N = True
+LANGUAGE_CODE = "en-us"
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Redis -----------------------------------------------------------------
+
+
+def _redis_url() -> str:
+    url = env_str("REDIS_URL")
+    if url:
+        parsed = urlparse(url)
+        if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+            raise _bad("REDIS_URL", url, "a URL like redis://[:password@]host:port/db or rediss://... for TLS")
+        try:
+            parsed.port
+        except ValueError:
+            raise _bad("REDIS_URL", url, "a URL whose port is a number from 1 to 65535") from None
+        return url
+    host = env_str("REDIS_HOST", "localhost")
+    port = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
+    db = env_int("REDIS_DB", 0, minimum=0, maximum=15)
+    password = env_str("REDIS_PASSWORD")
+    auth = f":{quote(password, safe='')}@" if password else ""
+    if not env_str("REDIS_HOST") and not env_str("REDIS_PORT"):
+        # `make run` may have started an embedded Redis; other shells find it here.
+        dev_url_file = RUN_DIR / "redis.url"
+        if dev_url_file.exists():
+            return dev_url_file.read_text().strip()
+    return f"redis://{auth}{host}:{port}/{db}"
+
+
+REDIS_URL = _redis_url()
+
+# --- Celery ----------------------------------------------------------------
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = REDIS_URL
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_ENABLE_UTC = True
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 24 * 3600
+CELERY_TASK_TRACK_STARTED = True
+# Jobs are acknowledged when they start (Celery's default): a killed worker's
+# run is recorded as lost and the next scheduled time runs; it is never re-run
+# behind the operator's back (SPEC §6).
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_WORKER_SEND_TASK_EVENTS = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Longest a job may run (hard time limit) plus its retry countdowns must stay
+# below this, or Redis would hand a retry message to a second worker while it
+# is still waiting (checked at start-up by scheduler_app.jobs).
+CELERY_BROKER_VISIBILITY_TIMEOUT = 4 * 3600
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+CELERY_ONCE = {
+    "backend": "scheduler_app.locks.OwnedRedisBackend",
+    "settings": {"url": REDIS_URL, "default_timeout": 600},
+}
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# --- Jobs ------------------------------------------------------------------
+
+AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1)
+INACTIVE_GROUP_DAYS = env_int("INACTIVE_GROUP_DAYS", 30, minimum=1)
+ARCHIVE_BATCH_SIZE = env_int("ARCHIVE_BATCH_SIZE", 5000, minimum=1, maximum=100_000)
+SUMMARY_EMAIL_BATCH_SIZE = env_int("SUMMARY_EMAIL_BATCH_SIZE", 100, minimum=1, maximum=10_000)
+
+# SCHEDULE_<JOB> crontab overrides, read here and applied by `sync_schedules`.
+JOB_SCHEDULE_OVERRIDES: dict[str, str] = {}
+for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses"):
+    _var = "SCHEDULE_" + _name.upper().replace("-", "_")
+    _value = env_crontab(_var)
+    if _value:
+        JOB_SCHEDULE_OVERRIDES[_name] = _value
+for _var in os.environ:
+    if _var.startswith("SCHEDULE_") and _var[len("SCHEDULE_"):].lower().replace("_", "-") not in (
+        "archive-audit-logs", "send-contribution-summaries", "update-group-statuses",
+    ):
+        raise _bad(_var, os.environ[_var], "SCHEDULE_ARCHIVE_AUDIT_LOGS, SCHEDULE_SEND_CONTRIBUTION_SUMMARIES or SCHEDULE_UPDATE_GROUP_STATUSES")
+
+# --- Email -----------------------------------------------------------------
+
+_email_url = env_str("EMAIL_URL")
+if _email_url:
+    try:
+        _email = env.email_url_config(_email_url)
+    except Exception as exc:
+        raise _bad("EMAIL_URL", _email_url, f"an email URL such as smtp://user:pw@host:587 or consolemail:// ({exc})") from None
+    vars().update(_email)
+else:
+    EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+    EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+    EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1, maximum=65535)
+    EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Savings groups <noreply@localhost>")
+
+# --- Logging (SPEC §7) -----------------------------------------------------
+
+LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s %(processName)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        "celery": {"level": LOG_LEVEL},
+    },
+}
+
+# --- Sentry ----------------------------------------------------------------
+
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "production")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0, maximum=1.0)
+
+if SENTRY_DSN:
+    from config.sentry import init_sentry
+
+    init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+
+# --- Scheduler -------------------------------------------------------------
+
+#: Writes an audit row; scheduler_app calls it by name so it never imports a domain app.
+SCHEDULER_AUDIT_LOG_FUNCTION = "audit.services.create_audit_log"
+#: Extra modules whose jobs are registered (comma-separated), e.g. for plug-ins or tests.
+EXTRA_JOB_MODULES = [m.strip() for m in (env_str("EXTRA_JOB_MODULES", "") or "").split(",") if m.strip()]
+CELERY_IMPORTS = EXTRA_JOB_MODULES

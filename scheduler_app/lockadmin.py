@@ -1,0 +1,69 @@
+"""What operators see of job locks, and the forced clear (SPEC §6).
+
+Clearing is written to the audit log through the function named by the
+``SCHEDULER_AUDIT_LOG_FUNCTION`` setting (``audit.services.create_audit_log``),
+so this app never imports a domain app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+
+from django.conf import settings
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from scheduler_app.jobs import JobSpec, describe_holder, load_registry
+from scheduler_app.locks import LockHolder, OwnedRedisBackend
+
+logger = logging.getLogger("scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class LockStatus:
+    """One job's lock: ``holder`` (None when free), ``expires_at`` (aware UTC) and the holder's description."""
+
+    spec: JobSpec
+    holder: LockHolder | None
+    expires_at: dt.datetime | None
+    holder_text: str
+
+    def describe(self) -> str:
+        return "free" if self.holder is None else f"held by {self.holder_text}"
+
+
+def _backend() -> OwnedRedisBackend:
+    return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+
+
+def lock_status(spec: JobSpec) -> LockStatus:
+    """Read who holds ``spec``'s lock and until when."""
+    holder = _backend().holder(spec.lock_key)
+    expires = timezone.now() + dt.timedelta(milliseconds=holder.ttl_ms) if holder else None
+    return LockStatus(spec=spec, holder=holder, expires_at=expires, holder_text=describe_holder(spec, holder))
+
+
+def all_lock_statuses() -> list[LockStatus]:
+    return [lock_status(spec) for _, spec in sorted(load_registry().items())]
+
+
+def clear_job_lock(spec: JobSpec, *, actor: str, user=None) -> LockHolder | None:
+    """Forcibly delete ``spec``'s lock and write ``JOB_LOCK_CLEARED`` to the audit log.
+
+    Returns the holder that was removed (None if the lock was already free).
+    """
+    backend = _backend()
+    holder = backend.holder(spec.lock_key)
+    if holder is None:
+        return None
+    backend.clear_lock(spec.lock_key)
+    logger.warning("Job %s: lock of %s cleared by %s", spec.name, holder.token, actor)
+    audit = import_string(settings.SCHEDULER_AUDIT_LOG_FUNCTION)
+    audit(
+        action="JOB_LOCK_CLEARED", user=user, details=f"{spec.name}: lock of {holder.token} cleared by {actor}",
+        metadata={"job": spec.name, "holder": holder.token, "ttl_ms_left": holder.ttl_ms},
+        entity_type="job", entity_id=spec.name,
+    )
+    return holder

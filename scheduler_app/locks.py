@@ -1,0 +1,246 @@
+"""Owned locks on Redis: a celery-once backend, and the ad-hoc lock API (SPEC §6).
+
+celery-once's stock Redis backend stores a random token it forgets and clears
+a lock with a plain ``DEL``, so anyone may release anyone's lock.
+:class:`OwnedRedisBackend` keeps celery-once's interface (``raise_or_lock``,
+``clear_lock``) and adds ownership:
+
+* the value of a lock is its holder's token (for jobs, the Celery task id);
+* ``clear_lock(key, token=...)`` deletes only when the value is that token
+  (compare-and-delete in one Lua script); without a token it is the
+  operator's forced clear;
+* ``renew`` extends the TTL only for the holder, so a job that runs longer
+  than its TTL keeps its lock while its worker lives, and the lock expires
+  within one TTL after the holder dies.
+
+Acquiring is one ``SET key token NX PX ttl``, the same command a hand-written
+lock would use (``make bench`` measures the difference).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import redis
+from celery_once.backends.redis import parse_url
+from celery_once.tasks import AlreadyQueued
+
+T = TypeVar("T")
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# 1: already ours (TTL refreshed), 2: was free and is now ours, 0: someone else's.
+_CLAIM = """
+local v = redis.call('get', KEYS[1])
+if v == ARGV[1] then
+    redis.call('pexpire', KEYS[1], ARGV[2])
+    return 1
+end
+if not v then
+    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 2
+end
+return 0
+"""
+
+_clients: dict[str, redis.Redis] = {}
+_clients_lock = threading.Lock()
+
+
+def get_client(url: str) -> redis.Redis:
+    """Return this process's Redis client for ``url`` (one connection pool per URL)."""
+    client = _clients.get(url)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(url)
+            if client is None:
+                client = redis.Redis(**parse_url(url), socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+                _clients[url] = client
+    return client
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock: ``token`` (a task id for job locks) and ``ttl_ms`` left."""
+
+    token: str
+    ttl_ms: int
+
+
+class LockHeld(AlreadyQueued):
+    """celery-once's ``AlreadyQueued`` with the holder's token attached."""
+
+    def __init__(self, countdown: float, holder: LockHolder | None):
+        super().__init__(countdown)
+        self.holder = holder
+
+
+class OwnedRedisBackend:
+    """celery-once backend whose locks only their holder can release.
+
+    Configured by ``CELERY_ONCE = {"backend": "scheduler_app.locks.OwnedRedisBackend",
+    "settings": {"url": REDIS_URL, "default_timeout": 600}}``.
+    """
+
+    def __init__(self, settings: dict):
+        self.url = settings["url"]
+        self.redis = get_client(self.url)
+        self._release = self.redis.register_script(_RELEASE)
+        self._renew = self.redis.register_script(_RENEW)
+        self._claim = self.redis.register_script(_CLAIM)
+
+    def raise_or_lock(self, key: str, timeout: float, token: str | None = None) -> str:
+        """Take the lock ``key`` for ``timeout`` seconds or raise :class:`LockHeld`.
+
+        Returns the token stored (a new random one when none is given).
+        Raises:
+            LockHeld: another token holds the lock; ``countdown`` is the seconds left.
+        """
+        token = token or uuid.uuid4().hex
+        if self.redis.set(key, token, nx=True, px=int(timeout * 1000)):
+            return token
+        holder = self.holder(key)
+        raise LockHeld(holder.ttl_ms / 1000 if holder else 0, holder)
+
+    def claim(self, key: str, token: str, timeout: float) -> bool:
+        """Confirm or take the lock for ``token``: True if ``token`` holds it now (TTL reset to ``timeout`` s)."""
+        return bool(self._claim(keys=[key], args=[token, int(timeout * 1000)]))
+
+    def renew(self, key: str, token: str, timeout: float) -> bool:
+        """Extend the lock to ``timeout`` seconds from now if ``token`` holds it; False if it was lost."""
+        return bool(self._renew(keys=[key], args=[token, int(timeout * 1000)]))
+
+    def clear_lock(self, key: str, token: str | None = None) -> bool:
+        """Release ``key``. With ``token``: only if that token holds it. Without: forced (operators only)."""
+        if token is None:
+            return bool(self.redis.delete(key))
+        return bool(self._release(keys=[key], args=[token]))
+
+    def holder(self, key: str) -> LockHolder | None:
+        """Return the current holder of ``key`` or None when the lock is free."""
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(key)
+            pipe.pttl(key)
+            value, ttl = pipe.execute()
+        if value is None:
+            return None
+        return LockHolder(token=value.decode() if isinstance(value, bytes) else value, ttl_ms=max(int(ttl), 0))
+
+
+class LockRenewer:
+    """Keeps a lock alive while a job runs: renews it every ``ttl/3`` seconds.
+
+    Use as a context manager around the work. If the lock is found lost
+    (forcibly cleared, or Redis was unreachable for a whole TTL),
+    ``lost`` becomes True and ``on_lost`` is called once.
+    """
+
+    def __init__(self, backend: OwnedRedisBackend, key: str, token: str, ttl_seconds: float,
+                 on_lost: Callable[[], None] | None = None):
+        self.backend, self.key, self.token, self.ttl = backend, key, token, ttl_seconds
+        self.interval = max(ttl_seconds / 3.0, 0.05)
+        self.on_lost = on_lost
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"lock-renewer:{key}", daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                still_held = self.backend.renew(self.key, self.token, self.ttl)
+            except redis.RedisError:
+                continue  # try again next interval; the TTL leaves two more chances
+            if not still_held:
+                self.lost = True
+                if self.on_lost:
+                    self.on_lost()
+                return
+
+    def __enter__(self) -> LockRenewer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+# --- The seed's ad-hoc lock API (SPEC §6) ------------------------------------
+
+ADHOC_PREFIX = "qo_adhoc_"
+_tokens: dict[str, str] = {}
+_tokens_lock = threading.Lock()
+
+
+def _backend() -> OwnedRedisBackend:
+    from django.conf import settings
+
+    return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+
+
+def acquire_lock(name: str, ttl_seconds: float) -> bool:
+    """Try to take the named lock for ``ttl_seconds`` seconds (no waiting).
+
+    Returns True when this process now holds it. The token is remembered per
+    process, so :func:`release_lock` can release it and nobody else can.
+    Raises ValueError for an empty name or a TTL that is not positive.
+    """
+    if not name:
+        raise ValueError("lock name must not be empty")
+    if ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds={ttl_seconds!r} is invalid: a positive number of seconds")
+    token = uuid.uuid4().hex
+    try:
+        _backend().raise_or_lock(ADHOC_PREFIX + name, timeout=ttl_seconds, token=token)
+    except AlreadyQueued:
+        return False
+    with _tokens_lock:
+        _tokens[name] = token
+    return True
+
+
+def release_lock(name: str) -> bool:
+    """Release the named lock if this process holds it; True when it was released."""
+    with _tokens_lock:
+        token = _tokens.pop(name, None)
+    if token is None:
+        return False
+    return _backend().clear_lock(ADHOC_PREFIX + name, token=token)
+
+
+def with_lock(name: str, fn: Callable[[], T], ttl_seconds: float) -> T | None:
+    """Run ``fn()`` under the named lock; return its result, or None when the lock is held."""
+    if not acquire_lock(name, ttl_seconds):
+        return None
+    try:
+        return fn()
+    finally:
+        release_lock(name)
+
+
+@contextlib.contextmanager
+def lock(name: str, ttl_seconds: float) -> Iterator[bool]:
+    """Context-manager form: ``with lock("x", 30) as acquired: ...``; released on exit if acquired."""
+    acquired = acquire_lock(name, ttl_seconds)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            release_lock(name)

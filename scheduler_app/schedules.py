@@ -1,0 +1,96 @@
+"""Scheduled times: the fire time a message belongs to (SPEC §3).
+
+Every beat must compute the same scheduled time for one firing, whatever
+moment it woke up, so the time comes from the schedule, not from the clock:
+
+* crontab: the latest fire time at or before now, read in the schedule's
+  time zone (``TIME_ZONE``), to the minute;
+* interval: the latest whole multiple of the interval since the Unix epoch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+from celery import schedules
+
+UTC = dt.timezone.utc
+
+
+def parse_crontab(expression: str, *, tz=None) -> schedules.crontab:
+    """Build a Celery crontab from ``"minute hour day_of_month month_of_year day_of_week"``.
+
+    Raises ValueError naming the expression when it does not have five fields
+    or a field is out of range.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"crontab {expression!r} is invalid: it needs 5 fields (minute hour day_of_month month_of_year day_of_week)")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    try:
+        return schedules.crontab(minute=minute, hour=hour, day_of_month=day_of_month,
+                                 month_of_year=month_of_year, day_of_week=day_of_week)
+    except Exception as exc:
+        raise ValueError(f"crontab {expression!r} is invalid: {exc}") from None
+
+
+def interval_slot(every_seconds: float, now: dt.datetime) -> dt.datetime:
+    """Return the latest whole multiple of ``every_seconds`` since the epoch at or before ``now`` (UTC)."""
+    ts = now.timestamp()
+    return dt.datetime.fromtimestamp(math.floor(ts / every_seconds) * every_seconds, tz=UTC)
+
+
+def crontab_slot(cron: schedules.crontab, now: dt.datetime, tz: dt.tzinfo) -> dt.datetime:
+    """Return the latest fire time of ``cron`` at or before ``now``, as an aware UTC datetime.
+
+    Follows Celery's crontab semantics: a day must match day_of_month,
+    month_of_year and day_of_week together. ``tz`` is the zone the crontab is
+    read in. Raises ValueError if the crontab never fired in the last 5 years
+    (e.g. 30 February).
+    """
+    local = now.astimezone(tz)
+    hours = sorted(cron.hour, reverse=True)
+    minutes = sorted(cron.minute, reverse=True)
+    for offset in range(0, 366 * 5):
+        day = local.date() - dt.timedelta(days=offset)
+        celery_dow = (day.weekday() + 1) % 7  # Celery: 0 = Sunday
+        if day.month not in cron.month_of_year or day.day not in cron.day_of_month or celery_dow not in cron.day_of_week:
+            continue
+        for hour in hours:
+            if offset == 0 and hour > local.hour:
+                continue
+            for minute in minutes:
+                candidate = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+                if candidate <= local:
+                    return candidate.astimezone(UTC)
+    raise ValueError(f"crontab {cron!r} has no fire time in the 5 years before {now.isoformat()}")
+
+
+def slot_for(schedule: schedules.BaseSchedule, now: dt.datetime | None = None) -> dt.datetime:
+    """Return the scheduled time (aware UTC) a firing of ``schedule`` at ``now`` belongs to.
+
+    Raises TypeError for schedule kinds other than crontab and interval.
+    """
+    now = now or dt.datetime.now(UTC)
+    if isinstance(schedule, schedules.crontab):
+        return crontab_slot(schedule, now, schedule.tz or UTC)
+    if isinstance(schedule, schedules.schedule):
+        return interval_slot(schedule.run_every.total_seconds(), now)
+    raise TypeError(f"schedule {schedule!r} is not supported: use a crontab or an interval schedule")
+
+
+class AlignedSchedule(schedules.schedule):
+    """An interval schedule whose fire times are whole multiples of the interval since the epoch.
+
+    Stock intervals fire ``run_every`` after the last run, so every beat drifts
+    on its own clock; aligned, every beat fires in the same slots (SPEC §3).
+    """
+
+    def is_due(self, last_run_at: dt.datetime) -> schedules.schedstate:
+        every = self.run_every.total_seconds()
+        now_ts = self.now().timestamp()
+        current = math.floor(now_ts / every) * every
+        last = math.floor(self.maybe_make_aware(last_run_at).timestamp() / every) * every
+        remaining = max(current + every - now_ts, 0.01)
+        return schedules.schedstate(current > last, remaining)

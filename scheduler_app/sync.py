@@ -1,0 +1,70 @@
+"""Create the schedules of the registered jobs in django-celery-beat's tables.
+
+One ``PeriodicTask`` per job, named after the job, with a ``CrontabSchedule``
+in ``TIME_ZONE``. Idempotent: an existing ``PeriodicTask`` is never changed,
+so what an admin edited stays, except where the operator sets a
+``SCHEDULE_<JOB>`` environment variable, whose crontab is then applied
+(SPEC §2).
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+from scheduler_app.jobs import load_registry
+
+
+def _crontab_row(expression: str) -> CrontabSchedule:
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    row, _ = CrontabSchedule.objects.get_or_create(
+        minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+        day_of_week=day_of_week, timezone=settings.TIME_ZONE,
+    )
+    return row
+
+
+def _crontab_text(row: CrontabSchedule | None) -> str:
+    if row is None:
+        return "-"
+    return f"{row.minute} {row.hour} {row.day_of_month} {row.month_of_year} {row.day_of_week}"
+
+
+def sync_schedules(*, dry_run: bool = False) -> list[str]:
+    """Create missing schedules and apply ``SCHEDULE_<JOB>`` overrides; return one line per job.
+
+    With ``dry_run`` nothing is written and the lines say what would be.
+    """
+    lines: list[str] = []
+    overrides: dict[str, str] = settings.JOB_SCHEDULE_OVERRIDES
+    with transaction.atomic():
+        for name, spec in sorted(load_registry().items()):
+            existing = PeriodicTask.objects.select_related("crontab").filter(name=name).first()
+            override = overrides.get(name)
+            if existing is None:
+                expression = override or spec.crontab
+                if not dry_run:
+                    PeriodicTask.objects.create(
+                        name=name, task=spec.task_name, crontab=_crontab_row(expression),
+                        description=spec.description, enabled=True,
+                    )
+                lines.append(f"{name}: created with crontab \"{expression}\" ({settings.TIME_ZONE})"
+                             + (" from the environment" if override else ""))
+                continue
+            if override and (existing.crontab is None or _crontab_text(existing.crontab) != override
+                             or existing.crontab.timezone.key != settings.TIME_ZONE):
+                if not dry_run:
+                    existing.crontab = _crontab_row(override)
+                    existing.interval = None
+                    existing.save()
+                lines.append(f"{name}: crontab \"{override}\" applied from SCHEDULE_{name.upper().replace('-', '_')}")
+                continue
+            kind = f"crontab \"{_crontab_text(existing.crontab)}\"" if existing.crontab else str(existing.schedule)
+            state = "enabled" if existing.enabled else "disabled"
+            lines.append(f"{name}: unchanged ({kind}, {state})")
+            if existing.task != spec.task_name:
+                lines.append(f"{name}: warning: its PeriodicTask runs {existing.task!r}, the registry says {spec.task_name!r}")
+        if dry_run:
+            transaction.set_rollback(True)
+    return lines
