@@ -1,0 +1,1 @@
+"""Contributions to savings groups and the weekly summaries sent to members (SPEC §4, §5)."""

@@ -1,0 +1,101 @@
+"""Contributions and weekly summaries (SPEC §4).
+
+``WeeklySummary`` is unique per (group, week start) and ``SummaryDelivery`` per
+(summary, membership): the database itself makes a second summary or a second
+recorded delivery impossible (SPEC §5 "Weekly summaries").
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from groups.models import Group, Membership, Round
+
+
+class Contribution(models.Model):
+    """One payment by a member towards a round."""
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        CONFIRMED = "CONFIRMED", "Confirmed"
+        FAILED = "FAILED", "Failed"
+
+    # PROTECT throughout: contributions are financial records.
+    group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="contributions")
+    membership = models.ForeignKey(Membership, on_delete=models.PROTECT, related_name="contributions")
+    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="contributions")
+    #: In the group's currency; Decimal end to end, never float (SPEC §4).
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    created_at = models.DateTimeField(default=timezone.now)
+    #: When the payment was confirmed; null unless CONFIRMED.
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # The weekly summary: status = CONFIRMED AND confirmed_at in [start, end).
+            models.Index(fields=["status", "confirmed_at"], name="contribution_week_idx"),
+            # "Any confirmed contribution of this group since ..." (inactive groups).
+            models.Index(fields=["group", "status", "confirmed_at"], name="contribution_group_recent_idx"),
+            # What a member paid in a round (amount owed in the summary).
+            models.Index(fields=["round", "membership", "status"], name="contribution_round_member_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="contribution_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.amount} to round {self.round_id} ({self.get_status_display()})"
+
+
+class WeeklySummary(models.Model):
+    """A group's totals for one Monday-to-Monday week (SPEC §5).
+
+    Created once per (group, week_start) and never recomputed, so every member
+    of the group is sent the same figures, however many runs it takes.
+    """
+
+    group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="weekly_summaries")
+    #: The Monday the week starts on, in TIME_ZONE; the week ends the next Monday 00:00 (exclusive).
+    week_start = models.DateField()
+    #: CONFIRMED contributions with confirmed_at in the week.
+    contribution_count = models.PositiveIntegerField(default=0)
+    #: Their sum, in the group's currency.
+    total_amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "weekly summaries"
+        ordering = ["-week_start", "group_id"]
+        constraints = [
+            models.UniqueConstraint(fields=["group", "week_start"], name="summary_unique_group_week"),
+        ]
+
+    def __str__(self) -> str:
+        return f"group {self.group_id}, week of {self.week_start:%Y-%m-%d}"
+
+
+class SummaryDelivery(models.Model):
+    """A summary email handed to the mail server for one member.
+
+    A row exists only once the email was sent: ``sent_at`` is when its batch
+    was accepted. Members without a row are (re)tried by the next run; the
+    unique constraint means a member is recorded at most once per summary.
+    """
+
+    summary = models.ForeignKey(WeeklySummary, on_delete=models.CASCADE, related_name="deliveries")
+    membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="summary_deliveries")
+    sent_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name_plural = "summary deliveries"
+        ordering = ["-sent_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["summary", "membership"], name="delivery_unique_summary_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"summary {self.summary_id} to membership {self.membership_id}"

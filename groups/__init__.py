@@ -1,0 +1,1 @@
+"""Savings groups, their members and payout rounds (SPEC §4, §5)."""
