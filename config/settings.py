@@ -254,7 +254,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILIT
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_ONCE = {
     "backend": "scheduler_app.locks.OwnedRedisBackend",
-    "settings": {"url": REDIS_URL, "default_timeout": 600},
+    # blocking_timeout: seconds a beat trigger waits for a run of an earlier
+    # scheduled time to release the lock before it is skipped as lock_held.
+    "settings": {"url": REDIS_URL, "default_timeout": 600, "blocking_timeout": 1.0},
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 

@@ -56,7 +56,7 @@ from celery_once.helpers import queue_once_key
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
-from scheduler_app.locks import LockHeld, LockRenewer, OwnedRedisBackend
+from scheduler_app.locks import CLAIM_HELD_ALREADY, CLAIM_REFUSED, LockHeld, LockRenewer, OwnedRedisBackend
 from scheduler_app.schedules import parse_crontab
 
 logger = logging.getLogger("scheduler")
@@ -238,8 +238,17 @@ class JobTask(QueueOnce):
         if scheduled_for is not None and _working_run_exists(self.spec.name, scheduled_for):
             logger.info("Job %s skipped: scheduled time %s already has a run (duplicate trigger)", self.spec.name, iso(scheduled_for))
             return task_id, kwargs, EagerResult(task_id, None, states.REJECTED)
+        own_slot = slot_of_task_id(task_id)
         try:
-            self.once_backend.raise_or_lock(self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id)
+            # A run of another scheduled time that is about to finish gets up to
+            # ``blocking_timeout`` seconds (celery-once's setting) to release the
+            # lock, so a short overlap does not cost a scheduled time; a holder
+            # for the same scheduled time means this trigger is a duplicate.
+            self.once_backend.raise_or_lock(
+                self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id,
+                wait=float(self.once_config["settings"].get("blocking_timeout", 0)) if scheduled_for else 0.0,
+                keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,
+            )
         except LockHeld as held:
             self._record_refused_send(task_id, kwargs["trigger"], scheduled_for, held, dry_run=bool(kwargs.get("dry_run")))
             return task_id, kwargs, EagerResult(task_id, held, states.REJECTED)
@@ -279,6 +288,9 @@ class JobTask(QueueOnce):
 
     def after_return(self, status, retval, task_id, args, kwargs, einfo):
         """Release the lock after the last attempt, only if this run holds it (compare-and-delete)."""
+        if getattr(self._context, "keep_lock", False):
+            self._context.keep_lock = False
+            return
         self.once_backend.clear_lock(self.spec.lock_key, token=task_id)
 
     # -- running -------------------------------------------------------------
@@ -305,7 +317,9 @@ class JobTask(QueueOnce):
         dry_run = bool(kwargs.get("dry_run", False))
         backend = self.once_backend
 
-        if not backend.claim(spec.lock_key, task_id, spec.lock_ttl):
+        self._context.keep_lock = False
+        claim = backend.claim(spec.lock_key, task_id, spec.lock_ttl)
+        if claim == CLAIM_REFUSED:
             holder = backend.holder(spec.lock_key)
             run = _record_skip(spec, task_id, trigger, scheduled_for, JobRun_SKIP_LOCK_HELD, dry_run)
             _log_lock_skip(spec, holder)
@@ -313,6 +327,9 @@ class JobTask(QueueOnce):
 
         run = _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run)
         if run is None:
+            # A second delivery of a message whose run still holds the lock
+            # under the same task id must not release it in after_return.
+            self._context.keep_lock = claim == CLAIM_HELD_ALREADY
             logger.info("Job %s skipped: scheduled time %s already has a run (duplicate, task %s)", spec.name, iso(scheduled_for), task_id)
             dup = _record_skip(spec, task_id, trigger, scheduled_for, "duplicate", dry_run)
             return {"status": "SKIPPED", "skip_reason": "duplicate", "run_id": dup.pk if dup else None}
@@ -446,9 +463,17 @@ def _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run):
 
     existing = JobRun.objects.filter(task_id=task_id).first()
     if existing is not None:
-        if existing.status == JobRun.Status.SKIPPED:
+        # Only the next attempt of a run still RUNNING continues it; a message
+        # redelivered for a finished run, or for an attempt already started,
+        # does no work. The conditional UPDATE makes two deliveries of the same
+        # retry message race safely: one of them changes the row.
+        if existing.status != JobRun.Status.RUNNING or attempt <= existing.attempts:
             return None
-        JobRun.objects.filter(pk=existing.pk).update(attempts=attempt, status=JobRun.Status.RUNNING, worker=worker_name())
+        claimed = JobRun.objects.filter(pk=existing.pk, status=JobRun.Status.RUNNING, attempts=existing.attempts).update(
+            attempts=attempt, worker=worker_name(),
+        )
+        if not claimed:
+            return None
         existing.attempts = attempt
         return existing
     try:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -59,6 +60,8 @@ if not v then
 end
 return 0
 """
+
+CLAIM_REFUSED, CLAIM_HELD_ALREADY, CLAIM_TAKEN = 0, 1, 2
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
@@ -106,22 +109,42 @@ class OwnedRedisBackend:
         self._renew = self.redis.register_script(_RENEW)
         self._claim = self.redis.register_script(_CLAIM)
 
-    def raise_or_lock(self, key: str, timeout: float, token: str | None = None) -> str:
+    def raise_or_lock(self, key: str, timeout: float, token: str | None = None, *,
+                      wait: float = 0.0, keep_waiting: Callable[[LockHolder], bool] | None = None) -> str:
         """Take the lock ``key`` for ``timeout`` seconds or raise :class:`LockHeld`.
 
-        Returns the token stored (a new random one when none is given).
+        Args:
+            key: the Redis key.
+            timeout: TTL in seconds.
+            token: the value to store (a new random one when None).
+            wait: seconds to keep trying while the lock is held (celery-once's
+                ``blocking_timeout``; 0 = one try). Polls every 20 ms.
+            keep_waiting: called with the holder; waiting stops at once when it
+                returns False (e.g. the holder is a run for the same scheduled time).
+        Returns the token stored.
         Raises:
             LockHeld: another token holds the lock; ``countdown`` is the seconds left.
         """
         token = token or uuid.uuid4().hex
-        if self.redis.set(key, token, nx=True, px=int(timeout * 1000)):
-            return token
-        holder = self.holder(key)
-        raise LockHeld(holder.ttl_ms / 1000 if holder else 0, holder)
+        deadline = time.monotonic() + wait
+        while True:
+            if self.redis.set(key, token, nx=True, px=int(timeout * 1000)):
+                return token
+            holder = self.holder(key)
+            if holder is None:
+                continue  # freed between SET and GET: try again at once
+            if time.monotonic() >= deadline or (keep_waiting is not None and not keep_waiting(holder)):
+                raise LockHeld(holder.ttl_ms / 1000, holder)
+            time.sleep(0.02)
 
-    def claim(self, key: str, token: str, timeout: float) -> bool:
-        """Confirm or take the lock for ``token``: True if ``token`` holds it now (TTL reset to ``timeout`` s)."""
-        return bool(self._claim(keys=[key], args=[token, int(timeout * 1000)]))
+    def claim(self, key: str, token: str, timeout: float) -> int:
+        """Confirm or take the lock for ``token``, resetting its TTL to ``timeout`` seconds.
+
+        Returns :data:`CLAIM_HELD_ALREADY` (``token`` held it), :data:`CLAIM_TAKEN`
+        (it was free and ``token`` holds it now) or :data:`CLAIM_REFUSED`
+        (another token holds it).
+        """
+        return int(self._claim(keys=[key], args=[token, int(timeout * 1000)]))
 
     def renew(self, key: str, token: str, timeout: float) -> bool:
         """Extend the lock to ``timeout`` seconds from now if ``token`` holds it; False if it was lost."""

@@ -1,0 +1,59 @@
+"""Jobs that exist only for the tests (registered through ``EXTRA_JOB_MODULES=tests.jobs``).
+
+Their behaviour is steered through Redis, because they run inside real
+worker processes: the hash ``testjob:<name>`` holds ``fail_times`` (attempts
+that raise before one succeeds, counted across runs), ``sleep`` (seconds per
+attempt) and ``items``; every attempt appends ``<unix time> <attempt> <task id>``
+to the list ``testjob:<name>:attempts``.
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+from django.conf import settings
+
+from scheduler_app.jobs import JobContext, job
+
+
+class FlakyError(RuntimeError):
+    """The error a steered test job raises."""
+
+
+def _redis() -> redis.Redis:
+    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+
+
+def _behave(name: str, ctx: JobContext) -> int:
+    r = _redis()
+    from celery import current_task
+
+    task_id = current_task.request.id if current_task else "-"
+    r.rpush(f"testjob:{name}:attempts", f"{time.time():.6f} {ctx.attempt} {task_id} {ctx.scheduled_for.isoformat() if ctx.scheduled_for else '-'}")
+    config = r.hgetall(f"testjob:{name}")
+    sleep = float(config.get("sleep", 0))
+    if sleep:
+        time.sleep(sleep)
+    if int(config.get("fail_times", 0)) > 0 and r.hincrby(f"testjob:{name}", "fail_times", -1) >= 0:
+        raise FlakyError(f"planned failure of {name} on attempt {ctx.attempt}")
+    r.rpush(f"testjob:{name}:done", f"{time.time():.6f} {task_id}")
+    return int(config.get("items", 1))
+
+
+@job("test-noop", crontab="0 0 1 1 *", lock_ttl=30)
+def noop_job(ctx: JobContext) -> int:
+    """Does nothing but record itself."""
+    return _behave("test-noop", ctx)
+
+
+@job("test-flaky", crontab="0 0 1 1 *", lock_ttl=30)
+def flaky_job(ctx: JobContext) -> int:
+    """Fails as many times as told, then succeeds."""
+    return _behave("test-flaky", ctx)
+
+
+@job("test-slow", crontab="0 0 1 1 *", lock_ttl=2, soft_time_limit=60, time_limit=70)
+def slow_job(ctx: JobContext) -> int:
+    """Sleeps as long as told with a 2 s lock TTL (renewed while it runs)."""
+    return _behave("test-slow", ctx)

@@ -1,0 +1,33 @@
+"""Fixtures for the scheduler tests: real worker processes and clean job state."""
+
+from __future__ import annotations
+
+import pytest
+import redis as redis_lib
+from django.conf import settings
+
+from tests.processes import start_worker, wait_for_worker
+
+
+@pytest.fixture
+def job_redis():
+    """A client on the test Redis with every lock and test-job key removed (the broker's keys stay)."""
+    client = redis_lib.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    for pattern in ("qo_*", "testjob:*"):
+        keys = list(client.scan_iter(pattern))
+        if keys:
+            client.delete(*keys)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def worker(django_db_setup, django_db_blocker):
+    """One real ``celery worker`` (prefork, 2 processes) for the session, on the test database."""
+    proc = start_worker("shared", concurrency=2)
+    try:
+        wait_for_worker(proc)
+        yield proc
+    finally:
+        proc.stop()
+        proc.cleanup()

@@ -1,0 +1,80 @@
+"""Scheduled times are computed from the schedule, never from the moment beat woke (SPEC §3)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zoneinfo
+
+import pytest
+from celery import schedules
+
+from scheduler_app.schedules import AlignedSchedule, crontab_slot, interval_slot, parse_crontab, slot_for
+
+UTC = dt.timezone.utc
+
+
+def t(s: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(s).replace(tzinfo=UTC)
+
+
+def test_daily_crontab_slot_is_todays_0200_after_two():
+    cron = parse_crontab("0 2 * * *")
+    assert crontab_slot(cron, t("2026-11-30 02:00:00"), UTC) == t("2026-11-30 02:00:00")
+    assert crontab_slot(cron, t("2026-11-30 02:00:59.9"), UTC) == t("2026-11-30 02:00:00")
+    assert crontab_slot(cron, t("2026-11-30 13:15:00"), UTC) == t("2026-11-30 02:00:00")
+
+
+def test_daily_crontab_slot_before_two_is_yesterdays():
+    cron = parse_crontab("0 2 * * *")
+    assert crontab_slot(cron, t("2026-11-30 01:59:59"), UTC) == t("2026-11-29 02:00:00")
+
+
+def test_monday_crontab_slot():
+    # 2026-11-30 is a Monday; 2026-12-02 a Wednesday.
+    cron = parse_crontab("0 9 * * 1")
+    assert crontab_slot(cron, t("2026-11-30 09:00:01"), UTC) == t("2026-11-30 09:00:00")
+    assert crontab_slot(cron, t("2026-12-02 12:00:00"), UTC) == t("2026-11-30 09:00:00")
+    assert crontab_slot(cron, t("2026-11-30 08:59:59"), UTC) == t("2026-11-23 09:00:00")
+
+
+def test_hourly_crontab_slot():
+    cron = parse_crontab("0 * * * *")
+    assert crontab_slot(cron, t("2026-11-30 17:59:59"), UTC) == t("2026-11-30 17:00:00")
+    assert crontab_slot(cron, t("2026-11-30 00:00:00"), UTC) == t("2026-11-30 00:00:00")
+
+
+def test_crontab_is_read_in_the_time_zone():
+    # 02:00 in Berlin (UTC+1 in winter) is 01:00 UTC.
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    cron = parse_crontab("0 2 * * *")
+    assert crontab_slot(cron, t("2026-11-30 01:30:00"), berlin) == t("2026-11-30 01:00:00")
+    assert crontab_slot(cron, t("2026-11-30 00:59:00"), berlin) == t("2026-11-29 01:00:00")
+
+
+def test_interval_slot_is_a_multiple_of_the_interval_since_the_epoch():
+    # 1_764_460_805 s since the epoch; 10 s slots start at ...800.
+    now = dt.datetime.fromtimestamp(1_764_460_805.7, tz=UTC)
+    assert interval_slot(10, now).timestamp() == 1_764_460_800
+    assert interval_slot(3600, now).timestamp() == 1_764_460_800 - (1_764_460_800 % 3600)
+
+
+def test_slot_for_interval_schedule_and_beats_one_second_apart_agree():
+    every = schedules.schedule(dt.timedelta(seconds=5))
+    assert slot_for(every, t("2026-11-30 10:00:07")) == t("2026-11-30 10:00:05")
+    assert slot_for(every, t("2026-11-30 10:00:08")) == t("2026-11-30 10:00:05")
+
+
+def test_aligned_schedule_is_due_once_per_slot():
+    now = {"value": t("2026-11-30 10:00:07")}
+    sched = AlignedSchedule(dt.timedelta(seconds=5), nowfun=lambda: now["value"])
+    due, remaining = sched.is_due(t("2026-11-30 10:00:04.9"))
+    assert due and remaining == pytest.approx(3.0)
+    due, remaining = sched.is_due(t("2026-11-30 10:00:05.0"))
+    assert not due and remaining == pytest.approx(3.0)
+
+
+@pytest.mark.parametrize("expression", ["0 3 * *", "61 * * * *", "0 3 * * * *", "x y z w v"])
+def test_parse_crontab_rejects_bad_expressions_naming_them(expression):
+    with pytest.raises(ValueError) as err:
+        parse_crontab(expression)
+    assert repr(expression) in str(err.value)

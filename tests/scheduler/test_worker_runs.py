@@ -1,0 +1,161 @@
+"""Jobs on a real worker: history, log lines, retries with backoff, locks (SPEC §1, §3, §6, §7)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from scheduler_app.jobs import get_spec
+from scheduler_app.models import JobRun
+from tests.processes import ROOT, process_env, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_job(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``python manage.py run_job ...`` in a subprocess against the test database and Redis."""
+    return subprocess.run(
+        [sys.executable, "manage.py", "run_job", *args], cwd=ROOT, env=process_env(),
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def attempts_of(job_redis, name: str) -> list[tuple[float, int, str]]:
+    out = []
+    for line in job_redis.lrange(f"testjob:{name}:attempts", 0, -1):
+        ts, attempt, task_id, _slot = line.split(" ")
+        out.append((float(ts), int(attempt), task_id))
+    return out
+
+
+def test_run_job_through_the_worker_records_one_run_and_logs_it(worker, job_redis):
+    # given a worker and a job that succeeds with 7 items
+    job_redis.hset("testjob:test-noop", "items", 7)
+    # when it is run by hand
+    done = run_job("test-noop")
+    # then the command exits 0 and one manual run succeeded with 7 items
+    assert done.returncode == 0, done.stderr
+    assert "Job test-noop succeeded" in done.stdout and "7 items" in done.stdout
+    run = JobRun.objects.get(job="test-noop")
+    assert (run.trigger, run.status, run.attempts, run.items_processed) == ("manual", "SUCCEEDED", 1, 7)
+    assert run.scheduled_for is None and run.skip_reason == ""
+    assert run.finished_at >= run.started_at and run.duration_ms is not None
+    assert run.worker.startswith("shared@") is False and ":" in run.worker  # hostname:pid of the pool process
+    # and the worker logged the start and success lines of SPEC §7
+    log = wait_for(lambda: (lambda text: text if "Job test-noop succeeded" in text else None)(worker.log()), 10)
+    assert "[scheduler] Starting job test-noop (trigger=manual, scheduled=-, lock=acquired, ttl=30s" in log
+    assert "[scheduler] Job test-noop succeeded in " in log and "ms: 7 items (attempt 1/3)" in log
+    # and the lock is gone
+    assert job_redis.get(get_spec("test-noop").lock_key) is None
+
+
+def test_three_attempts_with_one_and_two_second_backoff_and_the_lock_held_between(worker, job_redis):
+    # given a job that fails twice, then succeeds
+    job_redis.hset("testjob:test-flaky", "fail_times", 2)
+    key = get_spec("test-flaky").lock_key
+    lock_values: list[str | None] = []
+    stop = threading.Event()
+
+    def watch_lock():
+        while not stop.is_set():
+            lock_values.append(job_redis.get(key))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch_lock)
+    watcher.start()
+    try:
+        # when it is run through the worker
+        done = run_job("test-flaky")
+    finally:
+        stop.set()
+        watcher.join()
+    # then it took 3 attempts of one task, the 2nd 1 s after the 1st, the 3rd 2 s after the 2nd
+    assert done.returncode == 0, done.stderr
+    attempts = attempts_of(job_redis, "test-flaky")
+    assert [a for _, a, _ in attempts] == [1, 2, 3]
+    assert len({task_id for _, _, task_id in attempts}) == 1
+    first_gap, second_gap = attempts[1][0] - attempts[0][0], attempts[2][0] - attempts[1][0]
+    assert 0.95 <= first_gap < 1.6, first_gap
+    assert 1.95 <= second_gap < 2.6, second_gap
+    # and the lock was held under that task id from before the first attempt to after the last
+    task_id = attempts[0][2]
+    held = [v for v in lock_values if v is not None]
+    assert held and set(held) == {task_id}
+    first_seen = lock_values.index(task_id)
+    last_seen = len(lock_values) - 1 - lock_values[::-1].index(task_id)
+    assert all(v == task_id for v in lock_values[first_seen:last_seen + 1])
+    assert job_redis.get(key) is None
+    run = JobRun.objects.get(task_id=task_id)
+    assert (run.status, run.attempts) == ("SUCCEEDED", 3)
+    assert 3000 <= run.duration_ms < 5000
+
+
+def test_a_job_failing_three_times_is_failed_with_its_traceback(worker, job_redis):
+    # given a job that always fails
+    job_redis.hset("testjob:test-flaky", "fail_times", 10)
+    # when it is run
+    done = run_job("test-flaky")
+    # then the command exits 1 and the run is FAILED after 3 attempts with the error kept
+    assert done.returncode == 1
+    assert "failed after 3 attempts" in done.stderr
+    run = JobRun.objects.get(job="test-flaky")
+    assert (run.status, run.attempts) == ("FAILED", 3)
+    assert "Traceback" in run.error and "FlakyError: planned failure of test-flaky on attempt 3" in run.error
+    assert len(attempts_of(job_redis, "test-flaky")) == 3
+    log = wait_for(lambda: (lambda t: t if "Job test-flaky failed after 3 attempts" in t else None)(worker.log()), 10)
+    assert "Traceback (most recent call last)" in log.split("Job test-flaky failed after 3 attempts")[1]
+    assert job_redis.get(get_spec("test-flaky").lock_key) is None
+
+
+def test_a_second_trigger_while_the_first_runs_is_skipped_with_the_holder(worker, job_redis):
+    # given a run that lasts 6 s with a 2 s lock TTL (renewed while it runs)
+    job_redis.hset("testjob:test-slow", "sleep", 6)
+    first = subprocess.Popen([sys.executable, "manage.py", "run_job", "test-slow"], cwd=ROOT, env=process_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: JobRun.objects.filter(job="test-slow", status="RUNNING").exists(), 20)
+    running = JobRun.objects.get(job="test-slow", status="RUNNING")
+    # when a second manual trigger comes 2.5 s later, after the first TTL would have run out
+    time.sleep(2.5)
+    second = run_job("test-slow")
+    # then it exits 3 and says who holds the lock and until when
+    assert second.returncode == 3, second.stderr
+    assert f"lock held by run {running.pk} until " in second.stderr
+    skipped = JobRun.objects.get(job="test-slow", status="SKIPPED")
+    assert skipped.skip_reason == "lock_held"
+    # and the first finishes normally, its lock released
+    out, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert job_redis.get(get_spec("test-slow").lock_key) is None
+    assert len(attempts_of(job_redis, "test-slow")) == 1
+
+
+def test_a_job_running_three_times_its_ttl_keeps_its_lock(worker, job_redis):
+    # given a 6 s run of a job whose lock TTL is 2 s
+    job_redis.hset("testjob:test-slow", "sleep", 6)
+    key = get_spec("test-slow").lock_key
+    first = subprocess.Popen([sys.executable, "manage.py", "run_job", "test-slow"], cwd=ROOT, env=process_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = wait_for(lambda: JobRun.objects.filter(job="test-slow", status="RUNNING").first(), 20)
+    # then at every moment of the run the lock holds its task id and never lives longer than the TTL
+    samples = []
+    while JobRun.objects.filter(pk=run.pk, status="RUNNING").exists():
+        samples.append((job_redis.get(key), job_redis.pttl(key)))
+        time.sleep(0.2)
+    first.communicate(timeout=30)
+    during = samples[:-2]
+    assert len(during) >= 20
+    assert all(value == run.task_id for value, _ in during)
+    assert all(0 < ttl <= 2000 for _, ttl in during)
+    assert len(attempts_of(job_redis, "test-slow")) == 1
+
+
+def test_unknown_job_is_a_usage_error_listing_the_valid_names():
+    done = run_job("archive-audit-log")
+    assert done.returncode == 2
+    assert "unknown job 'archive-audit-log'" in done.stderr
+    for name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses"):
+        assert name in done.stderr
