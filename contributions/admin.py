@@ -1,0 +1,57 @@
+"""Admin for contributions, weekly summaries and their deliveries."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.http import HttpRequest
+
+from contributions.models import Contribution, SummaryDelivery, WeeklySummary
+
+
+@admin.register(Contribution)
+class ContributionAdmin(admin.ModelAdmin):
+    list_display = ("id", "group", "membership", "round", "amount", "status", "created_at", "confirmed_at")
+    list_filter = ("status", ("confirmed_at", admin.DateFieldListFilter), "group__currency")
+    search_fields = ("group__name", "membership__user__username")
+    date_hierarchy = "created_at"
+    list_select_related = ("group", "membership", "round")
+    raw_id_fields = ("group", "membership", "round")
+
+
+class SummaryDeliveryInline(admin.TabularInline):
+    model = SummaryDelivery
+    extra = 0
+    fields = ("membership", "sent_at")
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
+
+
+@admin.register(WeeklySummary)
+class WeeklySummaryAdmin(admin.ModelAdmin):
+    list_display = ("id", "group", "week_start", "contribution_count", "total_amount", "created_at")
+    list_filter = ("week_start",)
+    search_fields = ("group__name",)
+    list_select_related = ("group",)
+    # Figures are what members were sent; the weekly job writes them.
+    readonly_fields = ("group", "week_start", "contribution_count", "total_amount", "created_at")
+    inlines = (SummaryDeliveryInline,)
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(SummaryDelivery)
+class SummaryDeliveryAdmin(admin.ModelAdmin):
+    list_display = ("id", "summary", "membership", "sent_at")
+    list_filter = (("sent_at", admin.DateFieldListFilter), "summary__week_start")
+    list_select_related = ("summary", "membership")
+    raw_id_fields = ("summary", "membership")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
