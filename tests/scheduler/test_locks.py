@@ -1,0 +1,91 @@
+"""Owned locks: only the holder releases; the ad-hoc lock API of SPEC §6."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from django.conf import settings
+
+from scheduler_app import locks
+from scheduler_app.locks import LockHeld, OwnedRedisBackend
+
+
+@pytest.fixture
+def backend(job_redis):
+    return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+
+
+def test_only_the_holder_releases_a_lock(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=5, token="holder-1")
+    # a release with another token leaves it alone
+    assert backend.clear_lock("qo_t", token="someone-else") is False
+    assert job_redis.get("qo_t") == "holder-1"
+    # the holder's release removes it
+    assert backend.clear_lock("qo_t", token="holder-1") is True
+    assert job_redis.get("qo_t") is None
+
+
+def test_a_held_lock_raises_with_holder_and_seconds_left(backend):
+    backend.raise_or_lock("qo_t", timeout=5, token="holder-1")
+    with pytest.raises(LockHeld) as err:
+        backend.raise_or_lock("qo_t", timeout=5, token="holder-2")
+    assert err.value.holder.token == "holder-1"
+    assert 4.0 < err.value.countdown <= 5.0
+
+
+def test_waiting_takes_the_lock_once_the_holder_releases(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=0.3, token="short")
+    started = time.monotonic()
+    backend.raise_or_lock("qo_t", timeout=5, token="waiter", wait=2.0)
+    assert 0.2 < time.monotonic() - started < 1.0
+    assert job_redis.get("qo_t") == "waiter"
+
+
+def test_renew_only_for_the_holder(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=1, token="holder-1")
+    assert backend.renew("qo_t", "holder-2", 10) is False
+    assert job_redis.pttl("qo_t") <= 1000
+    assert backend.renew("qo_t", "holder-1", 10) is True
+    assert 9000 < job_redis.pttl("qo_t") <= 10000
+
+
+def test_acquire_release_and_ttl_expiry(job_redis):
+    assert locks.acquire_lock("report", 0.5) is True
+    assert locks.acquire_lock("report", 0.5) is False
+    assert 0 < job_redis.pttl("qo_adhoc_report") <= 500
+    time.sleep(0.6)  # the TTL runs out: the lock is free again
+    assert locks.acquire_lock("report", 5) is True
+    assert locks.release_lock("report") is True
+    assert locks.release_lock("report") is False  # nothing held any more
+    assert job_redis.get("qo_adhoc_report") is None
+
+
+def test_release_does_not_remove_another_holders_lock(job_redis):
+    assert locks.acquire_lock("report", 5) is True
+    job_redis.set("qo_adhoc_report", "another-process-token")  # ours expired and someone else took it
+    assert locks.release_lock("report") is False
+    assert job_redis.get("qo_adhoc_report") == "another-process-token"
+
+
+def test_with_lock_returns_the_result_or_none_when_held(job_redis):
+    assert locks.with_lock("report", lambda: 42, 5) == 42
+    assert job_redis.get("qo_adhoc_report") is None
+    assert locks.acquire_lock("report", 5)
+    assert locks.with_lock("report", lambda: 42, 5) is None
+    locks.release_lock("report")
+
+
+def test_context_manager_form(job_redis):
+    with locks.lock("report", 5) as acquired:
+        assert acquired is True
+        with locks.lock("report", 5) as second:
+            assert second is False
+        assert job_redis.get("qo_adhoc_report") is not None
+    assert job_redis.get("qo_adhoc_report") is None
+
+
+@pytest.mark.parametrize(("name", "ttl", "message"), [("", 5, "must not be empty"), ("x", 0, "ttl_seconds=0 is invalid")])
+def test_bad_arguments_are_named(name, ttl, message):
+    with pytest.raises(ValueError, match=message):
+        locks.acquire_lock(name, ttl)
