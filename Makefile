@@ -1,0 +1,56 @@
+# Two commands on a fresh machine with Python 3.11 and make:
+#   make run    install into .venv, migrate, load demo data, start Redis (if
+#               needed), a worker, beat and the admin on 127.0.0.1:$(PORT)
+#   make test   install into .venv and run the whole test suite
+#
+# Other targets: venv (install only), bench (benchmarks), clean.
+# Pass extra pytest arguments with PYTEST_ARGS="-k archive -x", benchmark
+# arguments with BENCH_ARGS="--quick --json out.json".
+
+# python3.11 when it exists, otherwise python3 (checked to be >= 3.11 below).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
+VENV := .venv
+VENV_PYTHON := $(VENV)/bin/python
+# Touched after a successful install; newer requirements make it stale, so
+# `make venv` reinstalls only when a requirements file changed.
+STAMP := $(VENV)/.requirements-installed
+
+PYTEST_ARGS ?=
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help venv run test bench clean
+
+help:
+	@echo "make run    start Redis (if needed), worker, beat and admin on 127.0.0.1:\$${PORT:-8000}"
+	@echo "make test   run the test suite (PYTEST_ARGS=... to pass arguments to pytest)"
+	@echo "make bench  run the benchmarks (BENCH_ARGS=... to pass arguments)"
+	@echo "make venv   create .venv and install requirements-dev.txt"
+	@echo "make clean  remove .venv, .run and caches (keeps db.sqlite3)"
+
+venv: $(STAMP)
+
+$(VENV_PYTHON):
+	@if [ -z "$(PYTHON)" ]; then echo "error: neither python3.11 nor python3 is on PATH" >&2; exit 1; fi
+	@"$(PYTHON)" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+	    { echo "error: $(PYTHON) is Python `"$(PYTHON)" -c 'import platform; print(platform.python_version())'`; Python 3.11 or newer is needed" >&2; exit 1; }
+	"$(PYTHON)" -m venv $(VENV)
+
+$(STAMP): requirements.txt requirements-dev.txt | $(VENV_PYTHON)
+	$(VENV_PYTHON) -m pip install --quiet -r requirements-dev.txt
+	@touch $@
+
+# DJANGO_DEBUG must be set before `python -m config.dev` imports the `config`
+# package, which loads the settings (they refuse DEBUG off without a secret key).
+run: venv
+	DJANGO_DEBUG="$${DJANGO_DEBUG:-true}" $(VENV_PYTHON) -m config.dev
+
+test: venv
+	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache staticfiles
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

