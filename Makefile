@@ -40,10 +40,15 @@ $(STAMP): requirements.txt requirements-dev.txt | $(VENV_PYTHON)
 	$(VENV_PYTHON) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
-# DJANGO_DEBUG must be set before `python -m config.dev` imports the `config`
-# package, which loads the settings (they refuse DEBUG off without a secret key).
-run: venv
-	DJANGO_DEBUG="$${DJANGO_DEBUG:-true}" $(VENV_PYTHON) -m config.dev
+# The settings refuse DEBUG off without a secret key. For local development
+# `make run` writes `.env` once (DJANGO_DEBUG=true and a generated key); the
+# settings read it in every shell, so `manage.py` works there too.
+.env:
+	@$(VENV_PYTHON) -c 'import secrets; print("# Written by make run for local development only.\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50))' > $@
+	@echo "Wrote .env (DJANGO_DEBUG=true and a generated DJANGO_SECRET_KEY) for local development"
+
+run: venv .env
+	$(VENV_PYTHON) -m config.dev
 
 test: venv
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)

@@ -23,9 +23,10 @@ Steps:
 Exit status: 0 after a stop asked for with Ctrl-C, SIGTERM or SIGHUP; 1 (or the
 process's own status) when a setup step or a process failed on its own.
 
-``DJANGO_DEBUG`` must already be set when this module runs, because importing
-the ``config`` package loads the settings: ``make run`` sets it to ``true``
-unless the environment says otherwise.
+``DJANGO_DEBUG`` (or ``DJANGO_SECRET_KEY``) must already be set when this
+module runs, because importing the ``config`` package loads the settings:
+``make run`` writes ``.env`` with both for local development, which the
+settings read in every shell.
 """
 
 from __future__ import annotations
@@ -385,8 +386,8 @@ class DevLauncher:
 
     def print_banner(self, redis_url: str) -> None:
         python = display_python()
-        # Without a secret key the settings need DJANGO_DEBUG=true, in other
-        # shells too: say so in the command rather than let it fail there.
+        # Without a secret key (from the environment or `.env`) the settings
+        # need DJANGO_DEBUG=true in other shells too: say so in the command.
         if not os.environ.get("DJANGO_SECRET_KEY"):
             python = "DJANGO_DEBUG=true " + python
         say()

@@ -21,6 +21,10 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
 
 env = environ.Env()
+# A local `.env` (written by `make run` for development: DJANGO_DEBUG and a
+# generated DJANGO_SECRET_KEY) fills in variables the environment does not set.
+if (BASE_DIR / ".env").is_file():
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 
 def _bad(var: str, value: object, allowed: str) -> ImproperlyConfigured:

@@ -45,8 +45,8 @@ def test_manage_py_reports_a_bad_setting_in_one_line(variable, value, allowed):
 
 
 def test_missing_secret_key_without_debug_is_a_start_up_error():
-    env = clean_env(DJANGO_DEBUG="false")
-    env.pop("DJANGO_SECRET_KEY", None)
+    # (empty, not unset, so a developer's `.env` from `make run` does not fill it in)
+    env = clean_env(DJANGO_DEBUG="false", DJANGO_SECRET_KEY="")
     done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "DJANGO_SECRET_KEY" in done.stderr and "Traceback" not in done.stderr
