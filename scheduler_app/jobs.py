@@ -540,6 +540,18 @@ def job(name: str, *, crontab: str, lock_ttl: int, soft_time_limit: int | None =
     hard = time_limit or lock_ttl * 7
     if hard <= soft:
         raise ValueError(f"time_limit={hard} must be above soft_time_limit={soft}")
+    from django.conf import settings
+
+    # A message stays unacknowledged while it waits for its retry countdown or
+    # sits prefetched behind a running job; if that could outlast Redis's
+    # visibility timeout, Redis would hand it to a second worker.
+    longest = hard * MAX_ATTEMPTS + sum(RETRY_BACKOFF_SECONDS * 2 ** i for i in range(MAX_ATTEMPTS - 1))
+    visibility = settings.CELERY_BROKER_VISIBILITY_TIMEOUT
+    if longest >= visibility:
+        raise ValueError(
+            f"job {name!r}: {MAX_ATTEMPTS} attempts of time_limit={hard}s plus backoff ({longest}s) "
+            f"must stay below the broker visibility timeout ({visibility}s)"
+        )
 
     def decorator(fn: Callable[[JobContext], Any]) -> JobTask:
         from config.celery import app
