@@ -1,4 +1,4 @@
-"""Fixtures for the scheduler tests: real worker processes and clean job state."""
+"""Fixtures shared by the suite: a real worker process for the session and clean job state."""
 
 from __future__ import annotations
 
