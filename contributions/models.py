@@ -22,10 +22,12 @@ class Contribution(models.Model):
         CONFIRMED = "CONFIRMED", "Confirmed"
         FAILED = "FAILED", "Failed"
 
-    # PROTECT throughout: contributions are financial records.
+    # Contributions are financial records: a group that has any cannot be
+    # deleted (PROTECT), nor can a membership or round on its own (RESTRICT,
+    # which lets the group's cascade through when the group could go).
     group = models.ForeignKey(Group, on_delete=models.PROTECT, related_name="contributions")
-    membership = models.ForeignKey(Membership, on_delete=models.PROTECT, related_name="contributions")
-    round = models.ForeignKey(Round, on_delete=models.PROTECT, related_name="contributions")
+    membership = models.ForeignKey(Membership, on_delete=models.RESTRICT, related_name="contributions")
+    round = models.ForeignKey(Round, on_delete=models.RESTRICT, related_name="contributions")
     #: In the group's currency; Decimal end to end, never float (SPEC §4).
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)

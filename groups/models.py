@@ -109,7 +109,9 @@ class Round(models.Model):
     group = models.ForeignKey(Group, on_delete=models.CASCADE, related_name="rounds")
     #: 1..total_rounds, unique per group.
     number = models.PositiveSmallIntegerField()
-    recipient = models.ForeignKey(Membership, on_delete=models.PROTECT, related_name="rounds_received")
+    # RESTRICT, not PROTECT: a recipient cannot be removed on their own, but
+    # deleting a whole group (which cascades to its rounds) still works.
+    recipient = models.ForeignKey(Membership, on_delete=models.RESTRICT, related_name="rounds_received")
     due_date = models.DateField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
     completed_at = models.DateTimeField(null=True, blank=True)
