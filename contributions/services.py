@@ -443,6 +443,9 @@ def _record_deliveries(sent: list[_Outgoing]) -> None:
     now = timezone.now()
     with transaction.atomic(using=router.db_for_write(SummaryDelivery)):
         SummaryDelivery.objects.bulk_create(
-            [SummaryDelivery(summary_id=item.summary_id, membership_id=item.membership_id, sent_at=now) for item in sent],
+            [
+                SummaryDelivery(summary_id=item.summary_id, membership_id=item.membership_id, sent_at=now)
+                for item in sent
+            ],
             ignore_conflicts=True,
         )

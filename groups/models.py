@@ -35,7 +35,8 @@ class Group(models.Model):
     currency = models.CharField(max_length=3, default="USD")
     total_rounds = models.PositiveSmallIntegerField()
     #: Null until the group's contract is deployed (SPEC §4).
-    contract_address = models.CharField(max_length=128, null=True, blank=True)
+    # Null, not "", until deployed: SPEC §4 names the null state.
+    contract_address = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     contract_deployed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     activated_at = models.DateTimeField(null=True, blank=True)

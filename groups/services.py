@@ -146,11 +146,12 @@ def _apply(transition: _Transition, candidates: QuerySet[Group], *, now: dt.date
     meta = Group._meta
     # The candidates' SELECT, compiled by the ORM, becomes the UPDATE's subquery.
     candidate_sql, candidate_params = candidates.order_by().values("pk").query.get_compiler(using=alias).as_sql()
+    status = quote(meta.get_field("status").column)
+    stamp = quote(meta.get_field(transition.stamp_field).column)
+    pk = quote(meta.pk.column)
     sql = (
-        f"UPDATE {quote(meta.db_table)} "
-        f"SET {quote(meta.get_field('status').column)} = %s, {quote(meta.get_field(transition.stamp_field).column)} = %s "
-        f"WHERE {quote(meta.get_field('status').column)} = %s AND {quote(meta.pk.column)} IN ({candidate_sql}) "
-        f"RETURNING {quote(meta.pk.column)}"
+        f"UPDATE {quote(meta.db_table)} SET {status} = %s, {stamp} = %s "
+        f"WHERE {status} = %s AND {pk} IN ({candidate_sql}) RETURNING {pk}"
     )
     params = [transition.new, connection.ops.adapt_datetimefield_value(now), transition.old, *candidate_params]
     with transaction.atomic(using=alias):

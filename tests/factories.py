@@ -21,7 +21,7 @@ from groups.models import Group, Membership, Round
 
 _sequence = itertools.count(1)
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def at(text: str) -> dt.datetime:

@@ -61,9 +61,9 @@ def test_a_week_with_a_dst_change_runs_midnight_to_midnight(settings):
 
     # then: 19 Oct 00:00 CEST (18 Oct 22:00 UTC) to 26 Oct 00:00 CET (25 Oct 23:00 UTC): 7 days and 1 hour
     assert (start, end) == (at("2026-10-18 22:00:00"), at("2026-10-25 23:00:00"))
-    assert end.astimezone(dt.timezone.utc) - start.astimezone(dt.timezone.utc) == dt.timedelta(days=7, hours=1)
+    assert end.astimezone(dt.UTC) - start.astimezone(dt.UTC) == dt.timedelta(days=7, hours=1)
 
 
 def test_rejects_a_naive_now():
     with pytest.raises(ValueError):
-        week_bounds(now=dt.datetime(2026, 11, 30, 9, 0))
+        week_bounds(now=dt.datetime(2026, 11, 30, 9, 0))  # noqa: DTZ001 - naive on purpose

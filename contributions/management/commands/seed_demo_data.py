@@ -304,7 +304,7 @@ class Seeder:
 
         rounds: list[Round] = []
         round_plan: list[tuple[Group, dict[str, Any], list[Membership], int]] = []
-        for group, plan, times, slots in zip(groups, plans, timing, member_slots, strict=True):
+        for group, times, slots in zip(groups, timing, member_slots, strict=True):
             members = [memberships[i] for i in slots]
             if times["activated"] is None:
                 continue
