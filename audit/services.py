@@ -14,8 +14,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable
+from time import monotonic
 from typing import Any
 
 from django.conf import settings
@@ -213,6 +213,8 @@ def archive_old_logs(
     Raises:
         ValueError: negative ``days``, ``batch_size`` below 1, or a naive ``now``.
         ArchiveIntegrityError: a batch's INSERT and DELETE counts differed (rolled back).
+        django.db.IntegrityError: an old log's id is already in the archive
+            (``original_id`` is unique); the batch is rolled back.
     """
     days = settings.AUDIT_LOG_RETENTION_DAYS if days is None else days
     batch_size = settings.ARCHIVE_BATCH_SIZE if batch_size is None else batch_size
@@ -235,7 +237,7 @@ def archive_old_logs(
     moved = 0
     last_id: int | None = None
     stopped = False
-    started = last_report = time.monotonic()
+    started = last_report = monotonic()
     # The cutoff is fixed, so the count bounds the loop and a finished run
     # costs no extra bound query; if rows vanish meanwhile, the bound query
     # returns None and ends the loop.
@@ -248,7 +250,7 @@ def archive_old_logs(
             break
         moved += mover.move(after_id=last_id, up_to_id=upper)
         last_id = upper
-        clock = time.monotonic()
+        clock = monotonic()
         if clock - last_report >= PROGRESS_INTERVAL_SECONDS:
             last_report = clock
             _log_progress(moved=moved, total=total, elapsed=clock - started)
@@ -280,7 +282,7 @@ def _log_progress(*, moved: int, total: int, elapsed: float) -> None:
     rate = moved / elapsed if elapsed > 0 else 0.0
     left = max(total - moved, 0)
     eta = f"about {left / rate:.0f}s left" if rate > 0 else "time left unknown"
-    logger.info("Archiving audit logs: %d of %d moved (%.0f rows/s, %s)", moved, total, rate, eta)
+    logger.info("Archiving audit logs: %d of %d moved (%.1f rows/s, %s)", moved, total, rate, eta)
 
 
 class _BatchMover:

@@ -215,3 +215,23 @@ def test_rejects_bad_arguments():
         archive_old_logs(days=-1)
     with pytest.raises(ValueError):
         archive_old_logs(batch_size=0)
+
+
+@time_machine.travel(NOW, tick=False)
+def test_logs_progress_at_most_every_five_seconds(caplog, monkeypatch):
+    # given: 4 old rows moved one per batch, each batch taking 3 s on a fake clock
+    for day in range(1, 5):
+        make_audit_log(created_at=at(f"2025-11-{day:02d} 00:00:00"))
+    ticks = iter([0.0, 3.0, 6.0, 9.0, 12.0])
+    monkeypatch.setattr("audit.services.monotonic", lambda: next(ticks))
+
+    # when
+    with caplog.at_level(logging.INFO, logger="audit"):
+        archive_old_logs(days=90, batch_size=1)
+
+    # then: progress after 6 s (2 rows, 2/6 rows/s, 2 rows left = 6 s) and after 12 s, then the final line
+    assert [message for _, _, message in caplog.record_tuples] == [
+        "Archiving audit logs: 2 of 4 moved (0.3 rows/s, about 6s left)",
+        "Archiving audit logs: 4 of 4 moved (0.3 rows/s, about 0s left)",
+        "Archived 4 audit logs older than 90 days",
+    ]
