@@ -64,12 +64,12 @@ def test_sigkill_during_the_archive_loses_and_doubles_nothing(worker, job_redis)
     task = current_app.tasks[spec.task_name]
     backend = OwnedRedisBackend(settings.CELERY_ONCE["settings"])
     moved_before = 0
-    # when a worker archiving in batches of 100 is SIGKILLed at three points of the run
-    for kill_after in (1, 12_000, 25_000):
+    # when a worker archiving in batches of 50 is SIGKILLed at three points of the run
+    for kill_after in (1, 8_000, 16_000):
         victim = CeleryProcess(
             "worker-archive-victim",
             ["worker", "-l", "INFO", "-c", "1", "-n", "archive-victim@%h", "-Q", "victim", "--without-gossip", "--without-mingle"],
-            process_env(ARCHIVE_BATCH_SIZE="100"),
+            process_env(ARCHIVE_BATCH_SIZE="50"),
         )
         try:
             wait_for_worker(victim)
