@@ -318,6 +318,11 @@ class JobTask(QueueOnce):
         backend = self.once_backend
 
         self._context.keep_lock = False
+        if _is_known_duplicate(spec, task_id, scheduled_for, attempt):
+            # Decided by the database before touching the lock: the original
+            # run may hold it under this very task id.
+            self._context.keep_lock = True
+            return self._skip_duplicate(task_id, trigger, scheduled_for, dry_run)
         claim = backend.claim(spec.lock_key, task_id, spec.lock_ttl)
         if claim == CLAIM_REFUSED:
             holder = backend.holder(spec.lock_key)
@@ -330,9 +335,7 @@ class JobTask(QueueOnce):
             # A second delivery of a message whose run still holds the lock
             # under the same task id must not release it in after_return.
             self._context.keep_lock = claim == CLAIM_HELD_ALREADY
-            logger.info("Job %s skipped: scheduled time %s already has a run (duplicate, task %s)", spec.name, iso(scheduled_for), task_id)
-            dup = _record_skip(spec, task_id, trigger, scheduled_for, "duplicate", dry_run)
-            return {"status": "SKIPPED", "skip_reason": "duplicate", "run_id": dup.pk if dup else None}
+            return self._skip_duplicate(task_id, trigger, scheduled_for, dry_run)
         _mark_lost_runs(spec, exclude_task_id=task_id)
 
         logger.info(
@@ -376,6 +379,12 @@ class JobTask(QueueOnce):
         return {"status": "SUCCEEDED", "items_processed": items, "run_id": run.pk}
 
     # -- helpers -------------------------------------------------------------
+
+    def _skip_duplicate(self, task_id, trigger, scheduled_for, dry_run) -> dict:
+        logger.info("Job %s skipped: scheduled time %s already has a run (duplicate, task %s)",
+                    self.spec.name, iso(scheduled_for), task_id)
+        dup = _record_skip(self.spec, task_id, trigger, scheduled_for, "duplicate", dry_run)
+        return {"status": "SKIPPED", "skip_reason": "duplicate", "run_id": dup.pk if dup else None}
 
     def _slot_from_periodic_task(self, periodic_task_name: str | None) -> dt.datetime | None:
         from django_celery_beat.models import PeriodicTask
@@ -452,6 +461,25 @@ def _record_skip(spec, task_id, trigger, scheduled_for, reason, dry_run):
             )
     except IntegrityError:
         return JobRun.objects.filter(task_id=task_id).first()
+
+
+def _is_known_duplicate(spec: JobSpec, task_id: str, scheduled_for: dt.datetime | None, attempt: int) -> bool:
+    """True when the database already shows this message's work as done or under way elsewhere.
+
+    A redelivered message of a finished run, or of an attempt already started,
+    and any message for a scheduled time that has a working run under another
+    task id. Races past this check are caught by the unique constraint in
+    :func:`_begin_attempt`.
+    """
+    from scheduler_app.models import JobRun
+
+    existing = JobRun.objects.filter(task_id=task_id).only("status", "attempts").first()
+    if existing is not None:
+        return existing.status != JobRun.Status.RUNNING or attempt <= existing.attempts
+    if scheduled_for is None:
+        return False
+    return JobRun.objects.filter(job=spec.name, scheduled_for=scheduled_for).exclude(
+        status=JobRun.Status.SKIPPED).exists()
 
 
 def _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run):
