@@ -20,13 +20,21 @@ def init_sentry(*, dsn: str, environment: str, traces_sample_rate: float) -> Non
     exception of a task's final attempt and ignores the ``Retry`` of earlier
     attempts (SPEC §3: once per failed run). Log records become breadcrumbs
     only (``event_level=None``) so the scheduler's own failure line does not
-    send a second event. ``send_default_pii=False`` keeps emails out.
+    send a second event. ``send_default_pii=False`` and no frame locals keep
+    emails and other personal data out of events.
+
+    Raises:
+        ValueError: the DSN is malformed (the settings turn it into a one-line error).
     """
     sentry_sdk.init(
         dsn=dsn,
         environment=environment,
         traces_sample_rate=traces_sample_rate,
         send_default_pii=False,
+        # Stack-frame locals would carry recipients and message bodies
+        # (smtplib's to_addrs, msg) to Sentry: personal data stays here.
+        include_local_variables=False,
+        max_request_body_size="never",
         integrations=[
             DjangoIntegration(),
             CeleryIntegration(monitor_beat_tasks=False),

@@ -114,7 +114,7 @@ def env_crontab(var: str) -> str | None:
 # --- Core Django -----------------------------------------------------------
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
-SECRET_KEY = env_str("DJANGO_SECRET_KEY")
+SECRET_KEY = (env_str("DJANGO_SECRET_KEY") or "").strip() or None
 if not SECRET_KEY:
     if DEBUG:
         SECRET_KEY = "django-insecure-dev-key-only-used-with-DJANGO_DEBUG-true"
@@ -173,8 +173,10 @@ try:
     _db = env.db_url_config(_database_url)
 except Exception as exc:
     raise _bad("DATABASE_URL", _database_url, f"a database URL such as sqlite:///db.sqlite3 or postgres://user@host:5432/name ({exc})") from None
-if not _db.get("ENGINE"):
-    raise _bad("DATABASE_URL", _database_url, "a sqlite:// or postgres:// URL")
+if _db.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
+    raise _bad("DATABASE_URL", _database_url, "a sqlite:///path or postgres://user@host:5432/name URL")
+if not _db.get("NAME"):
+    raise _bad("DATABASE_URL", _database_url, "a URL that names the database, e.g. postgres://user@host:5432/name")
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the worker, beat and web processes read while one writes; the
     # busy timeout makes a writer wait for the lock instead of failing at once.
@@ -211,9 +213,14 @@ def _redis_url() -> str:
         if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
             raise _bad("REDIS_URL", url, "a URL like redis://[:password@]host:port/db or rediss://... for TLS")
         try:
-            parsed.port
+            port = parsed.port
         except ValueError:
-            raise _bad("REDIS_URL", url, "a URL whose port is a number from 1 to 65535") from None
+            port = -1
+        if port is not None and not 1 <= port <= 65535:
+            raise _bad("REDIS_URL", url, "a URL whose port is a number from 1 to 65535")
+        db = parsed.path.lstrip("/")
+        if db and not (db.isdigit() and 0 <= int(db) <= 15):
+            raise _bad("REDIS_URL", url, "a URL whose database (the path) is a number from 0 to 15")
         return url
     host = env_str("REDIS_HOST", "localhost")
     port = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
@@ -266,8 +273,8 @@ DJANGO_CELERY_BEAT_TZ_AWARE = True
 
 # --- Jobs ------------------------------------------------------------------
 
-AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1)
-INACTIVE_GROUP_DAYS = env_int("INACTIVE_GROUP_DAYS", 30, minimum=1)
+AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1, maximum=36500)
+INACTIVE_GROUP_DAYS = env_int("INACTIVE_GROUP_DAYS", 30, minimum=1, maximum=36500)
 ARCHIVE_BATCH_SIZE = env_int("ARCHIVE_BATCH_SIZE", 5000, minimum=1, maximum=100_000)
 SUMMARY_EMAIL_BATCH_SIZE = env_int("SUMMARY_EMAIL_BATCH_SIZE", 100, minimum=1, maximum=10_000)
 
@@ -337,7 +344,10 @@ SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=
 if SENTRY_DSN:
     from config.sentry import init_sentry
 
-    init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+    try:
+        init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+    except Exception as exc:  # sentry_sdk.utils.BadDsn
+        raise _bad("SENTRY_DSN", SENTRY_DSN, f"a Sentry DSN such as https://key@o0.ingest.sentry.io/0 ({exc})") from None
 
 # --- Scheduler -------------------------------------------------------------
 

@@ -42,6 +42,10 @@ class WeeklySummaryAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        # Deleting a summary or its deliveries would let the next run email the week again.
+        return False
+
 
 @admin.register(SummaryDelivery)
 class SummaryDeliveryAdmin(admin.ModelAdmin):
@@ -54,4 +58,8 @@ class SummaryDeliveryAdmin(admin.ModelAdmin):
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
+        # A delivery row is what makes a second send impossible (SPEC §4).
         return False

@@ -42,7 +42,7 @@ class JobRunAdmin(admin.ModelAdmin):
     def locks_view(self, request: HttpRequest):
         """List each job's lock holder and expiry; POST ``job=NAME`` clears that lock."""
         if request.method == "POST":
-            if not request.user.has_perm("scheduler_app.view_jobrun") or not request.user.is_superuser:
+            if not request.user.is_superuser:
                 messages.error(request, "Only superusers can clear locks.")
             else:
                 name = request.POST.get("job", "")
@@ -65,8 +65,17 @@ class JobRunAdmin(admin.ModelAdmin):
         }
         return TemplateResponse(request, "admin/scheduler_app/locks.html", context)
 
+    def get_actions(self, request: HttpRequest):
+        actions = super().get_actions(request)
+        if not request.user.is_superuser:
+            actions.pop("clear_locks_of_selected_jobs", None)
+        return actions
+
     @admin.action(description="Clear the locks of the selected runs' jobs")
     def clear_locks_of_selected_jobs(self, request: HttpRequest, queryset):
+        if not request.user.is_superuser:
+            self.message_user(request, "Only superusers can clear locks.", messages.ERROR)
+            return
         for name in sorted(set(queryset.values_list("job", flat=True))):
             try:
                 spec = get_spec(name)

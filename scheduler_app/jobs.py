@@ -48,7 +48,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task, states
+from celery import Task, signals, states
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import EagerResult
 from celery_once import QueueOnce
@@ -224,13 +224,18 @@ class JobTask(QueueOnce):
         """
         kwargs = dict(kwargs or {})
         headers = headers or {}
-        from_beat = "periodic_task_name" in headers
+        # Only JobScheduler stamps ``scheduled_for``; a message with just
+        # ``periodic_task_name`` is the admin's "Run selected tasks": manual.
+        from_beat = bool(headers.get("scheduled_for"))
         trigger = kwargs.setdefault("trigger", "beat" if from_beat else "manual")
         if trigger not in ("beat", "manual"):
             raise ValueError(f"trigger={trigger!r} is invalid: 'beat' or 'manual'")
         scheduled_for = parse_iso(kwargs.get("scheduled_for") or headers.get("scheduled_for"))
         if trigger == "beat" and scheduled_for is None:
-            scheduled_for = self._slot_from_periodic_task(headers.get("periodic_task_name"))
+            raise ValueError(f"a beat trigger of {self.spec.name} needs its scheduled time (kwarg or header scheduled_for)")
+        if trigger == "manual":
+            scheduled_for = None
+            kwargs.pop("scheduled_for", None)
         if scheduled_for is not None:
             kwargs["scheduled_for"] = iso(scheduled_for)
         task_id = task_id or make_task_id(self.spec.name, scheduled_for)
@@ -321,7 +326,7 @@ class JobTask(QueueOnce):
         if _is_known_duplicate(spec, task_id, scheduled_for, attempt):
             # Decided by the database before touching the lock: the original
             # run may hold it under this very task id.
-            self._context.keep_lock = True
+            self._context.keep_lock = _runs_under(task_id)
             return self._skip_duplicate(task_id, trigger, scheduled_for, dry_run)
         claim = backend.claim(spec.lock_key, task_id, spec.lock_ttl)
         if claim == CLAIM_REFUSED:
@@ -361,7 +366,14 @@ class JobTask(QueueOnce):
             )
             _record_retry(run, retry.exc)
             if request.is_eager and countdown:
-                time.sleep(countdown)  # local runs honour the same backoff as the worker
+                try:
+                    time.sleep(countdown)  # local runs honour the same backoff as the worker
+                except BaseException as interrupted:  # Ctrl-C while waiting: the run ends here
+                    _finish(run, JobRunStatus.FAILED, error=f"Interrupted during the retry wait after attempt {attempt}: "
+                            + "".join(traceback.format_exception(retry.exc)) if retry.exc else "")
+                    logger.error("Job %s interrupted during its retry wait after attempt %d/%d",
+                                 spec.name, attempt, MAX_ATTEMPTS)
+                    raise interrupted from None
             raise
         except BaseException as exc:
             duration = _finish(run, JobRunStatus.FAILED, error="".join(traceback.format_exception(exc)))
@@ -385,20 +397,6 @@ class JobTask(QueueOnce):
                     self.spec.name, iso(scheduled_for), task_id)
         dup = _record_skip(self.spec, task_id, trigger, scheduled_for, "duplicate", dry_run)
         return {"status": "SKIPPED", "skip_reason": "duplicate", "run_id": dup.pk if dup else None}
-
-    def _slot_from_periodic_task(self, periodic_task_name: str | None) -> dt.datetime | None:
-        from django_celery_beat.models import PeriodicTask
-
-        from scheduler_app.schedules import slot_for
-
-        try:
-            periodic = PeriodicTask.objects.select_related("crontab", "interval").get(name=periodic_task_name)
-        except PeriodicTask.DoesNotExist:
-            return None
-        try:
-            return slot_for(periodic.schedule, timezone.now())
-        except TypeError:
-            return None
 
     def _record_refused_send(self, task_id, trigger, scheduled_for, held: LockHeld, *, dry_run: bool) -> None:
         holder = held.holder
@@ -461,6 +459,13 @@ def _record_skip(spec, task_id, trigger, scheduled_for, reason, dry_run):
             )
     except IntegrityError:
         return JobRun.objects.filter(task_id=task_id).first()
+
+
+def _runs_under(task_id: str) -> bool:
+    """True when a RUNNING run owns ``task_id`` (a redelivered copy must leave its lock alone)."""
+    from scheduler_app.models import JobRun
+
+    return JobRun.objects.filter(task_id=task_id, status=JobRun.Status.RUNNING).exists()
 
 
 def _is_known_duplicate(spec: JobSpec, task_id: str, scheduled_for: dt.datetime | None, attempt: int) -> bool:
@@ -609,3 +614,39 @@ def _task_body(fn):
     body.__doc__ = fn.__doc__
     body.__module__ = fn.__module__
     return body
+
+
+@signals.task_revoked.connect
+def _on_revoked(sender=None, request=None, terminated=False, signum=None, expired=False, **kwargs) -> None:
+    """A job message revoked, expired or terminated: release its lock and say so in the history.
+
+    Without this, a message that never ran (``expires`` passed while it
+    waited, ``celery purge``, ``revoke``) would keep the job's lock until its
+    TTL and leave no trace. Runs in the worker's main process.
+    """
+    if not isinstance(sender, JobTask) or request is None:
+        return
+    from scheduler_app.models import JobRun
+
+    task_id = request.id
+    spec = sender.spec
+    sender.once_backend.clear_lock(spec.lock_key, token=task_id)
+    why = "expired before a worker started it" if expired else (
+        f"terminated by signal {signum}" if terminated else "revoked before it ran")
+    request_kwargs = request.kwargs or {}
+    close_old_connections()
+    now = timezone.now()
+    updated = JobRun.objects.filter(task_id=task_id, status=JobRun.Status.RUNNING).update(
+        status=JobRun.Status.FAILED, finished_at=now, error=f"Revoked: {why}.")
+    if not updated and not JobRun.objects.filter(task_id=task_id).exists():
+        try:
+            with transaction.atomic():
+                JobRun.objects.create(
+                    job=spec.name, trigger=request_kwargs.get("trigger", "manual"),
+                    scheduled_for=parse_iso(request_kwargs.get("scheduled_for")), status=JobRun.Status.FAILED,
+                    dry_run=bool(request_kwargs.get("dry_run")), attempts=0, started_at=now, finished_at=now,
+                    duration_ms=0, worker=worker_name(), task_id=task_id, error=f"Revoked: {why}.",
+                )
+        except IntegrityError:
+            pass  # the scheduled time has a working run already
+    logger.warning("Job %s: task %s %s; its lock was released", spec.name, task_id, why)

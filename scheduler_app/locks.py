@@ -20,6 +20,7 @@ lock would use (``make bench`` measures the difference).
 from __future__ import annotations
 
 import contextlib
+import math
 import threading
 import time
 import uuid
@@ -208,7 +209,9 @@ class LockRenewer:
 # --- The seed's ad-hoc lock API (SPEC §6) ------------------------------------
 
 ADHOC_PREFIX = "qo_adhoc_"
-_tokens: dict[str, str] = {}
+#: (thread id, lock name) -> token: a release can only remove what the same
+#: thread acquired, never a lock another thread or process took meanwhile.
+_tokens: dict[tuple[int, str], str] = {}
 _tokens_lock = threading.Lock()
 
 
@@ -218,31 +221,47 @@ def _backend() -> OwnedRedisBackend:
     return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
 
 
-def acquire_lock(name: str, ttl_seconds: float) -> bool:
-    """Try to take the named lock for ``ttl_seconds`` seconds (no waiting).
-
-    Returns True when this process now holds it. The token is remembered per
-    process, so :func:`release_lock` can release it and nobody else can.
-    Raises ValueError for an empty name or a TTL that is not positive.
-    """
+def _check(name: str, ttl_seconds: float) -> None:
     if not name:
         raise ValueError("lock name must not be empty")
-    if ttl_seconds <= 0:
-        raise ValueError(f"ttl_seconds={ttl_seconds!r} is invalid: a positive number of seconds")
+    if not isinstance(ttl_seconds, (int, float)) or not math.isfinite(ttl_seconds) or ttl_seconds < 0.001:
+        raise ValueError(f"ttl_seconds={ttl_seconds!r} is invalid: a number of seconds >= 0.001")
+
+
+def _take(name: str, ttl_seconds: float) -> str | None:
+    """Take the lock; return its token, or None when it is held."""
+    _check(name, ttl_seconds)
     token = uuid.uuid4().hex
     try:
         _backend().raise_or_lock(ADHOC_PREFIX + name, timeout=ttl_seconds, token=token)
     except AlreadyQueued:
+        return None
+    return token
+
+
+def acquire_lock(name: str, ttl_seconds: float) -> bool:
+    """Try to take the named lock for ``ttl_seconds`` seconds (no waiting).
+
+    Returns True when this thread now holds it. Its token is remembered for
+    this thread, so :func:`release_lock` from the same thread releases it and
+    nothing else does; the lock expires by itself after ``ttl_seconds``.
+    Raises ValueError for an empty name or a TTL below 1 ms (or not finite).
+    """
+    token = _take(name, ttl_seconds)
+    if token is None:
         return False
     with _tokens_lock:
-        _tokens[name] = token
+        _tokens[(threading.get_ident(), name)] = token
     return True
 
 
 def release_lock(name: str) -> bool:
-    """Release the named lock if this process holds it; True when it was released."""
+    """Release the named lock if this thread holds it; True when it was released.
+
+    A lock that expired and was taken by someone else is left alone (compare-and-delete).
+    """
     with _tokens_lock:
-        token = _tokens.pop(name, None)
+        token = _tokens.pop((threading.get_ident(), name), None)
     if token is None:
         return False
     return _backend().clear_lock(ADHOC_PREFIX + name, token=token)
@@ -250,20 +269,22 @@ def release_lock(name: str) -> bool:
 
 def with_lock(name: str, fn: Callable[[], T], ttl_seconds: float) -> T | None:
     """Run ``fn()`` under the named lock; return its result, or None when the lock is held."""
-    if not acquire_lock(name, ttl_seconds):
-        return None
-    try:
+    with lock(name, ttl_seconds) as acquired:
+        if not acquired:
+            return None
         return fn()
-    finally:
-        release_lock(name)
 
 
 @contextlib.contextmanager
 def lock(name: str, ttl_seconds: float) -> Iterator[bool]:
-    """Context-manager form: ``with lock("x", 30) as acquired: ...``; released on exit if acquired."""
-    acquired = acquire_lock(name, ttl_seconds)
+    """Context-manager form: ``with lock("x", 30) as acquired: ...``; released on exit if acquired.
+
+    The block keeps its own token, so an inner or concurrent use of the same
+    name can never release this block's lock, nor this block another's.
+    """
+    token = _take(name, ttl_seconds)
     try:
-        yield acquired
+        yield token is not None
     finally:
-        if acquired:
-            release_lock(name)
+        if token is not None:
+            _backend().clear_lock(ADHOC_PREFIX + name, token=token)

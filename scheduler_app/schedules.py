@@ -46,10 +46,14 @@ def crontab_slot(cron: schedules.crontab, now: dt.datetime, tz: dt.tzinfo) -> dt
 
     Follows Celery's crontab semantics: a day must match day_of_month,
     month_of_year and day_of_week together. ``tz`` is the zone the crontab is
-    read in. Raises ValueError if the crontab never fired in the last 5 years
-    (e.g. 30 February).
+    read in. Around DST changes every wall time is taken in both of its
+    readings (``fold``) and compared in UTC, so a repeated hour gives its
+    later instant when that has passed, and a wall time that does not exist
+    that day is never in the future. Raises ValueError if the crontab never
+    fired in the last 5 years (e.g. 30 February).
     """
-    local = now.astimezone(tz)
+    now_utc = now.astimezone(UTC)
+    local = now_utc.astimezone(tz)
     hours = sorted(cron.hour, reverse=True)
     minutes = sorted(cron.minute, reverse=True)
     for offset in range(0, 366 * 5):
@@ -57,22 +61,35 @@ def crontab_slot(cron: schedules.crontab, now: dt.datetime, tz: dt.tzinfo) -> dt
         celery_dow = (day.weekday() + 1) % 7  # Celery: 0 = Sunday
         if day.month not in cron.month_of_year or day.day not in cron.day_of_month or celery_dow not in cron.day_of_week:
             continue
+        best: dt.datetime | None = None
         for hour in hours:
-            if offset == 0 and hour > local.hour:
+            if offset == 0 and hour > local.hour + 1:
                 continue
             for minute in minutes:
-                candidate = dt.datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
-                if candidate <= local:
-                    return candidate.astimezone(UTC)
+                for fold in (0, 1):
+                    wall = dt.datetime(day.year, day.month, day.day, hour, minute, fold=fold, tzinfo=tz)
+                    instant = wall.astimezone(UTC)
+                    # a wall time that does not exist that day round-trips to another one
+                    if instant.astimezone(tz).replace(tzinfo=None, fold=0) != wall.replace(tzinfo=None, fold=0):
+                        continue
+                    if instant <= now_utc and (best is None or instant > best):
+                        best = instant
+        if best is not None:
+            return best
     raise ValueError(f"crontab {cron!r} has no fire time in the 5 years before {now.isoformat()}")
 
 
 def slot_for(schedule: schedules.BaseSchedule, now: dt.datetime | None = None) -> dt.datetime:
     """Return the scheduled time (aware UTC) a firing of ``schedule`` at ``now`` belongs to.
 
-    Raises TypeError for schedule kinds other than crontab and interval.
+    Crontab and interval schedules as in the module docstring; a one-off
+    clocked schedule's time is its ``clocked_time``. Raises TypeError for
+    other kinds (solar), whose triggers then run as manual ones.
     """
     now = now or dt.datetime.now(UTC)
+    clocked_time = getattr(schedule, "clocked_time", None)  # django-celery-beat's one-off ``clocked``
+    if clocked_time is not None:
+        return clocked_time.astimezone(UTC)
     if isinstance(schedule, schedules.crontab):
         return crontab_slot(schedule, now, schedule.tz or UTC)
     if isinstance(schedule, schedules.schedule):

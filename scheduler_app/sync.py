@@ -60,9 +60,16 @@ def sync_schedules(*, dry_run: bool = False) -> list[str]:
                     existing.save()
                 lines.append(f"{name}: crontab \"{override}\" applied from SCHEDULE_{name.upper().replace('-', '_')}")
                 continue
-            kind = f"crontab \"{_crontab_text(existing.crontab)}\"" if existing.crontab else str(existing.schedule)
+            kind = (f"crontab \"{_crontab_text(existing.crontab)}\" ({existing.crontab.timezone})"
+                    if existing.crontab else str(existing.schedule))
             state = "enabled" if existing.enabled else "disabled"
             lines.append(f"{name}: unchanged ({kind}, {state})")
+            if existing.crontab and str(existing.crontab.timezone) != settings.TIME_ZONE:
+                lines.append(
+                    f"{name}: warning: its crontab is read in {existing.crontab.timezone}, TIME_ZONE is "
+                    f"{settings.TIME_ZONE}; change it in the admin (Periodic tasks) or set "
+                    f"SCHEDULE_{name.upper().replace('-', '_')}"
+                )
             if existing.task != spec.task_name:
                 lines.append(f"{name}: warning: its PeriodicTask runs {existing.task!r}, the registry says {spec.task_name!r}")
         if dry_run:

@@ -58,3 +58,20 @@ def test_locks_page_shows_the_holder_and_clears_it_into_the_audit_log(operator, 
     assert job_redis.get(spec.lock_key) is None
     entry = AuditLog.objects.get(action="JOB_LOCK_CLEARED")
     assert entry.user.username == "op" and entry.entity_id == spec.name
+
+
+def test_staff_without_superuser_cannot_clear_locks(client, job_redis):
+    from django.contrib.auth.models import Permission
+
+    staff = get_user_model().objects.create_user("viewer", "v@example.com", "pw", is_staff=True)
+    staff.user_permissions.add(Permission.objects.get(codename="view_jobrun"))
+    client.force_login(staff)
+    spec = get_spec("archive-audit-logs")
+    run = JobRun.objects.create(job=spec.name, trigger="manual", status="RUNNING", attempts=1,
+                                started_at=timezone.now(), task_id="archive-audit-logs:manual:beef")
+    job_redis.set(spec.lock_key, run.task_id, px=600_000)
+    client.post(reverse("admin:scheduler_app_jobrun_changelist"),
+                {"action": "clear_locks_of_selected_jobs", "_selected_action": [run.pk]})
+    client.post(reverse("admin:scheduler_app_jobrun_locks"), {"job": spec.name})
+    assert job_redis.get(spec.lock_key) == run.task_id
+    assert not AuditLog.objects.filter(action="JOB_LOCK_CLEARED").exists()

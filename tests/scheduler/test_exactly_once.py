@@ -162,3 +162,45 @@ def test_a_worker_killed_mid_job_its_lock_expires_and_the_next_run_goes_ahead(wo
 def _debug_dump():  # pragma: no cover - debugging aid
     for r in JobRun.objects.filter(job="test-noop").order_by("scheduled_for", "started_at"):
         print(r.scheduled_for, r.status, r.skip_reason, r.task_id, r.worker, r.started_at)
+
+
+def test_a_duplicate_that_took_the_free_lock_releases_it(worker, job_redis):
+    # given scheduled time 10:05 of test-noop has run
+    task = __import__("celery").current_app.tasks[get_spec("test-noop").task_name]
+    slot = dt.datetime(2026, 11, 30, 10, 5, tzinfo=UTC)
+    first = task.apply_async(kwargs={"trigger": "beat", "scheduled_for": iso(slot)})
+    wait_for(lambda: JobRun.objects.filter(task_id=first.id, status="SUCCEEDED").exists(), 30)
+    # when a second beat's message for 10:05 took the then free lock and reaches a worker
+    late_id = make_task_id("test-noop", slot)
+    key = get_spec("test-noop").lock_key
+    job_redis.set(key, late_id, px=30_000)
+    Task.apply_async(task, kwargs={"trigger": "beat", "scheduled_for": iso(slot)}, task_id=late_id)
+    wait_for(lambda: JobRun.objects.filter(task_id=late_id).exists(), 30)
+    # then it does no work and gives the lock back at once, not after the 30 s TTL
+    wait_for(lambda: job_redis.get(key) is None, 5, message="the duplicate to release its lock")
+    assert JobRun.objects.get(task_id=late_id).skip_reason == "duplicate"
+    assert slots_done(job_redis, "test-noop") == [slot.isoformat()]
+
+
+def test_an_expired_message_releases_its_lock_and_is_recorded(worker, job_redis):
+    # given a manual run sent with an expiry that has passed when a worker gets it
+    task = __import__("celery").current_app.tasks[get_spec("test-noop").task_name]
+    result = task.apply_async(kwargs={"trigger": "manual"}, expires=dt.datetime.now(UTC) - dt.timedelta(seconds=1))
+    key = get_spec("test-noop").lock_key
+    # then the worker releases the lock and records the run as failed, with why
+    run = wait_for(lambda: JobRun.objects.filter(task_id=result.id).first(), 30)
+    assert run.status == "FAILED" and "expired" in run.error
+    wait_for(lambda: job_redis.get(key) is None, 5)
+    assert slots_done(job_redis, "test-noop") == []
+
+
+def test_the_admins_run_selected_tasks_is_a_manual_run(worker, job_redis):
+    # given the schedule row; the admin's action sends the task with the periodic_task_name header only
+    every_second("test-noop").delete()
+    task = __import__("celery").current_app.tasks[get_spec("test-noop").task_name]
+    result = task.apply_async(headers={"periodic_task_name": "test-noop"})
+    # then it runs now, as a manual run
+    assert result.state != "REJECTED"
+    wait_for(lambda: JobRun.objects.filter(task_id=result.id, status="SUCCEEDED").exists(), 30)
+    run = JobRun.objects.get(task_id=result.id)
+    assert run.trigger == "manual" and run.scheduled_for is None

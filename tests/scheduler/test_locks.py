@@ -85,7 +85,41 @@ def test_context_manager_form(job_redis):
     assert job_redis.get("qo_adhoc_report") is None
 
 
-@pytest.mark.parametrize(("name", "ttl", "message"), [("", 5, "must not be empty"), ("x", 0, "ttl_seconds=0 is invalid")])
+def test_an_expired_block_does_not_release_the_next_holders_lock(job_redis):
+    # given block A whose lock expires while it still works, and B who takes the lock then
+    with locks.lock("report", 0.2) as a:
+        assert a
+        time.sleep(0.3)
+        with locks.lock("report", 30) as b:
+            assert b
+            b_token = job_redis.get("qo_adhoc_report")
+        # (B released its own lock on leaving)
+        assert job_redis.get("qo_adhoc_report") is None
+        assert locks.acquire_lock("report", 30)  # C, in this thread
+        c_token = job_redis.get("qo_adhoc_report")
+        assert c_token != b_token
+    # when A leaves, C's lock is untouched
+    assert job_redis.get("qo_adhoc_report") == c_token
+    assert locks.release_lock("report") is True
+
+
+def test_another_thread_cannot_release_this_threads_lock(job_redis):
+    import threading
+
+    assert locks.acquire_lock("report", 30)
+    released = []
+    worker = threading.Thread(target=lambda: released.append(locks.release_lock("report")))
+    worker.start()
+    worker.join()
+    assert released == [False]
+    assert job_redis.get("qo_adhoc_report") is not None
+    assert locks.release_lock("report") is True
+
+
+@pytest.mark.parametrize(("name", "ttl", "message"), [
+    ("", 5, "must not be empty"), ("x", 0, "ttl_seconds=0 is invalid"),
+    ("x", 0.0004, "ttl_seconds=0.0004 is invalid"), ("x", float("nan"), "ttl_seconds=nan is invalid"),
+])
 def test_bad_arguments_are_named(name, ttl, message):
     with pytest.raises(ValueError, match=message):
         locks.acquire_lock(name, ttl)

@@ -78,3 +78,33 @@ def test_parse_crontab_rejects_bad_expressions_naming_them(expression):
     with pytest.raises(ValueError) as err:
         parse_crontab(expression)
     assert repr(expression) in str(err.value)
+
+
+def _brute_force(cron, now, tz):
+    """The latest minute at or before ``now`` whose wall time in ``tz`` matches, minute by minute in UTC."""
+    moment = now.astimezone(UTC).replace(second=0, microsecond=0)
+    for _ in range(60 * 24 * 9):
+        local = moment.astimezone(tz)
+        if (local.minute in cron.minute and local.hour in cron.hour and local.day in cron.day_of_month
+                and local.month in cron.month_of_year and (local.weekday() + 1) % 7 in cron.day_of_week):
+            return moment
+        moment -= dt.timedelta(minutes=1)
+    raise AssertionError("no fire time found")
+
+
+@pytest.mark.parametrize("expression", ["30 1 * * *", "30 2 * * *", "0 * * * *", "15 3 * * 0"])
+def test_crontab_slot_across_new_york_dst_changes_matches_a_minute_by_minute_search(expression):
+    # 2026-03-08 02:00 EST -> 03:00 EDT (02:30 does not exist); 2026-11-01 02:00 EDT -> 01:00 EST (01:30 twice)
+    tz = zoneinfo.ZoneInfo("America/New_York")
+    cron = parse_crontab(expression)
+    for start in (t("2026-03-08 05:00:00"), t("2026-11-01 04:00:00")):
+        for minutes in range(0, 6 * 60, 7):
+            now = start + dt.timedelta(minutes=minutes)
+            assert crontab_slot(cron, now, tz) == _brute_force(cron, now, tz), (expression, now)
+
+
+def test_clocked_schedule_slot_is_its_time():
+    from django_celery_beat.clockedschedule import clocked
+
+    when = t("2026-12-01 08:00:00")
+    assert slot_for(clocked(when), t("2026-12-01 08:00:03")) == when

@@ -7,6 +7,7 @@ run holds the lock (the holder and the expiry are printed).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -46,9 +47,24 @@ class Command(BaseCommand):
             spec = get_spec(name)
         except KeyError as exc:
             raise CommandError(exc.args[0], returncode=EXIT_USAGE) from None
-        if timeout <= 0:
+        if not math.isfinite(timeout) or timeout <= 0:
             raise CommandError(f"--timeout={timeout} is invalid: a positive number of seconds", returncode=EXIT_USAGE)
 
+        from kombu.exceptions import OperationalError as BrokerError
+        from redis.exceptions import RedisError
+
+        try:
+            sys.exit(self._run(name, spec, dry_run=dry_run, local=local, timeout=timeout))
+        except (BrokerError, RedisError) as exc:
+            self.stderr.write(f"Redis at {_safe_url()} is not reachable ({type(exc).__name__}: {exc}); "
+                              "start it or set REDIS_URL")
+            sys.exit(EXIT_FAILED)
+        except KeyboardInterrupt:
+            self.stderr.write(f"Interrupted: stopped waiting for job {name}" + ("" if local else
+                              "; a run already sent goes on in the worker (see the admin's Job runs)"))
+            sys.exit(EXIT_FAILED)
+
+    def _run(self, name, spec, *, dry_run: bool, local: bool, timeout: float) -> int:
         from celery import current_app, states
 
         task = current_app.tasks[spec.task_name]
@@ -62,7 +78,7 @@ class Command(BaseCommand):
                     "No Celery worker answered; start one with `celery -A config worker` "
                     f"or run in this process with `manage.py run_job {name} --local`."
                 )
-                sys.exit(EXIT_FAILED)
+                return EXIT_FAILED
             result = task.apply_async(kwargs=kwargs)
         if result.state == states.REJECTED:
             held = result.info
@@ -70,15 +86,15 @@ class Command(BaseCommand):
                 self.stderr.write(f"Job {name} skipped: lock held by {describe_holder(spec, held.holder)}")
             else:
                 self.stderr.write(f"Job {name} skipped: another run holds this scheduled time")
-            sys.exit(EXIT_SKIPPED)
+            return EXIT_SKIPPED
         if not local:
             self.stdout.write(f"Sent job {name} as task {result.id}; waiting for the worker (Ctrl-C stops waiting, not the job)")
             try:
                 result.get(timeout=timeout, propagate=False, interval=0.2)
             except Exception as exc:  # celery.exceptions.TimeoutError
                 self.stderr.write(f"No outcome for task {result.id} within {timeout:g}s: {type(exc).__name__}")
-                sys.exit(EXIT_FAILED)
-        sys.exit(self._report(name, result.id))
+                return EXIT_FAILED
+        return self._report(name, result.id)
 
     def _report(self, name: str, task_id: str) -> int:
         from scheduler_app.models import JobRun
@@ -104,3 +120,10 @@ class Command(BaseCommand):
         last_line = (run.error.strip().splitlines() or ["unknown error"])[-1]
         self.stderr.write(f"Job {name} failed after {run.attempts} attempts (run {run.pk}): {last_line}")
         return EXIT_FAILED
+
+
+def _safe_url() -> str:
+    from django.conf import settings
+    from kombu.utils.url import maybe_sanitize_url
+
+    return maybe_sanitize_url(settings.REDIS_URL)
