@@ -44,8 +44,8 @@ $(STAMP): requirements.txt requirements-dev.txt | $(VENV_PYTHON)
 # `make run` writes `.env` once (DJANGO_DEBUG=true and a generated key); the
 # settings read it in every shell, so `manage.py` works there too.
 .env:
-	@$(VENV_PYTHON) -c 'import secrets; print("# Written by make run for local development only.\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50))' > $@
-	@echo "Wrote .env (DJANGO_DEBUG=true and a generated DJANGO_SECRET_KEY) for local development"
+	@$(VENV_PYTHON) -c 'import secrets; print("# Written by make run for local development only.\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50) + "\n# Summary emails are written as files under .run/emails/ instead of flooding the terminal.\nEMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend")' > $@
+	@echo "Wrote .env (DJANGO_DEBUG=true, a generated DJANGO_SECRET_KEY, emails to .run/emails/) for local development"
 
 run: venv .env
 	$(VENV_PYTHON) -m config.dev

@@ -8,7 +8,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from scheduler_app.jobs import get_spec
-from scheduler_app.lockadmin import all_lock_statuses, clear_job_lock
+from scheduler_app.lockadmin import HolderAlive, all_lock_statuses, clear_job_lock
 from scheduler_app.models import JobRun
 
 
@@ -51,7 +51,13 @@ class JobRunAdmin(admin.ModelAdmin):
                 except KeyError as exc:
                     messages.error(request, exc.args[0])
                 else:
-                    holder = clear_job_lock(spec, actor=f"admin user {request.user.get_username()}", user=request.user)
+                    try:
+                        holder = clear_job_lock(spec, actor=f"admin user {request.user.get_username()}",
+                                                user=request.user, force=request.POST.get("force") == "1")
+                    except HolderAlive as alive:
+                        messages.error(request, f"Not cleared: {alive}. It releases the lock when it ends; "
+                                                "tick 'even if running' to clear it anyway.")
+                        return HttpResponseRedirect(reverse("admin:scheduler_app_jobrun_locks"))
                     if holder:
                         messages.success(request, f"Cleared the lock of {name} (held by {holder.token}).")
                     else:
@@ -81,7 +87,11 @@ class JobRunAdmin(admin.ModelAdmin):
                 spec = get_spec(name)
             except KeyError:
                 continue
-            holder = clear_job_lock(spec, actor=f"admin user {request.user.get_username()}", user=request.user)
+            try:
+                holder = clear_job_lock(spec, actor=f"admin user {request.user.get_username()}", user=request.user)
+            except HolderAlive as alive:
+                self.message_user(request, f"{name}: not cleared: {alive}.", messages.ERROR)
+                continue
             if holder:
                 self.message_user(request, f"Cleared the lock of {name} (held by {holder.token}).", messages.SUCCESS)
             else:

@@ -49,15 +49,47 @@ def all_lock_statuses() -> list[LockStatus]:
     return [lock_status(spec) for _, spec in sorted(load_registry().items())]
 
 
-def clear_job_lock(spec: JobSpec, *, actor: str, user=None) -> LockHolder | None:
-    """Forcibly delete ``spec``'s lock and write ``JOB_LOCK_CLEARED`` to the audit log.
+class HolderAlive(Exception):
+    """The lock's holder is still being worked on by a worker; clearing it could start a second run."""
+
+    def __init__(self, holder: LockHolder, worker: str):
+        super().__init__(f"the holder {holder.token} is still active on worker {worker}")
+        self.holder, self.worker = holder, worker
+
+
+def worker_working_on(task_id: str, timeout: float = 1.0) -> str | None:
+    """The name of a worker that is running, or holds reserved or scheduled, ``task_id``; None if none answers so."""
+    from celery import current_app
+
+    inspect = current_app.control.inspect(timeout=timeout)
+    for listing in (inspect.active, inspect.reserved, inspect.scheduled):
+        for worker, requests in (listing() or {}).items():
+            for request in requests or []:
+                request = request.get("request", request)  # scheduled() wraps the request
+                if request.get("id") == task_id:
+                    return worker
+    return None
+
+
+def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False) -> LockHolder | None:
+    """Delete ``spec``'s lock and write ``JOB_LOCK_CLEARED`` to the audit log.
+
+    Meant for stale locks, whose holder died before its TTL ran out. Unless
+    ``force``, the workers are asked first (1 s) whether they still run or
+    hold the holder's task.
 
     Returns the holder that was removed (None if the lock was already free).
+    Raises:
+        HolderAlive: a worker still works on the holder and ``force`` is False.
     """
     backend = _backend()
     holder = backend.holder(spec.lock_key)
     if holder is None:
         return None
+    if not force:
+        worker = worker_working_on(holder.token)
+        if worker is not None:
+            raise HolderAlive(holder, worker)
     backend.clear_lock(spec.lock_key)
     logger.warning("Job %s: lock of %s cleared by %s", spec.name, holder.token, actor)
     audit = import_string(settings.SCHEDULER_AUDIT_LOG_FUNCTION)

@@ -49,7 +49,7 @@ def sync_schedules(*, dry_run: bool = False) -> list[str]:
                         name=name, task=spec.task_name, crontab=_crontab_row(expression),
                         description=spec.description, enabled=True,
                     )
-                lines.append(f"{name}: created with crontab \"{expression}\" ({settings.TIME_ZONE})"
+                lines.append(f"{name}: {'would be created' if dry_run else 'created'} with crontab \"{expression}\" ({settings.TIME_ZONE})"
                              + (" from the environment" if override else ""))
                 continue
             if override and (existing.crontab is None or _crontab_text(existing.crontab) != override
@@ -58,7 +58,8 @@ def sync_schedules(*, dry_run: bool = False) -> list[str]:
                     existing.crontab = _crontab_row(override)
                     existing.interval = None
                     existing.save()
-                lines.append(f"{name}: crontab \"{override}\" applied from SCHEDULE_{name.upper().replace('-', '_')}")
+                verb = "would be applied" if dry_run else "applied"
+                lines.append(f"{name}: crontab \"{override}\" {verb} from SCHEDULE_{name.upper().replace('-', '_')}")
                 continue
             kind = (f"crontab \"{_crontab_text(existing.crontab)}\" ({existing.crontab.timezone})"
                     if existing.crontab else str(existing.schedule))

@@ -159,3 +159,24 @@ def test_unknown_job_is_a_usage_error_listing_the_valid_names():
     assert "unknown job 'archive-audit-log'" in done.stderr
     for name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses"):
         assert name in done.stderr
+
+
+def test_clear_lock_leaves_a_running_jobs_lock_unless_forced(worker, job_redis):
+    # given a run of test-slow in progress on the worker
+    job_redis.hset("testjob:test-slow", "sleep", 6)
+    first = subprocess.Popen([sys.executable, "manage.py", "run_job", "test-slow"], cwd=ROOT, env=process_env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = wait_for(lambda: JobRun.objects.filter(job="test-slow", status="RUNNING").first(), 20)
+    key = get_spec("test-slow").lock_key
+    # when an operator clears its lock
+    done = subprocess.run([sys.executable, "manage.py", "clear_lock", "test-slow"], cwd=ROOT, env=process_env(),
+                          capture_output=True, text=True, timeout=60)
+    # then it is refused, naming the worker, and the lock stays
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"not cleared: the holder {run.task_id} is still active on worker shared@" in done.stderr
+    assert job_redis.get(key) == run.task_id
+    # and --force clears it
+    forced = subprocess.run([sys.executable, "manage.py", "clear_lock", "test-slow", "--force"], cwd=ROOT,
+                            env=process_env(), capture_output=True, text=True, timeout=60)
+    assert forced.returncode == 0 and "lock cleared" in forced.stdout
+    first.communicate(timeout=30)

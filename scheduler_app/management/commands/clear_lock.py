@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import sys
+
 from django.core.management.base import BaseCommand, CommandError
 
 from scheduler_app.jobs import get_spec
-from scheduler_app.lockadmin import clear_job_lock, lock_status
+from scheduler_app.lockadmin import HolderAlive, clear_job_lock, lock_status
 
 
 class Command(BaseCommand):
     help = (
         "Clear a stale job lock (one whose holder died and whose TTL has not yet run out). "
-        "The clear is written to the audit log. With --show, only print who holds it and until when."
+        "The workers are asked first: a lock whose run is still active is left alone unless --force. "
+        "The clear is written to the audit log. With --show, only print who holds it and until when. "
+        "Exit codes: 0 cleared or free, 1 holder still active, 2 unknown job."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Job name, e.g. archive-audit-logs.")
         parser.add_argument("--show", action="store_true", help="Only show the holder.")
+        parser.add_argument("--force", action="store_true",
+                            help="Clear even if a worker still runs the holder (a second run may then start).")
 
-    def handle(self, *args, name: str, show: bool = False, **options):
+    def handle(self, *args, name: str, show: bool = False, force: bool = False, **options):
         try:
             spec = get_spec(name)
         except KeyError as exc:
@@ -27,8 +33,16 @@ class Command(BaseCommand):
         self.stdout.write(f"{name}: {status.describe()}")
         if show or status.holder is None:
             return
-        clear_job_lock(spec, actor=f"manage.py clear_lock by {_whoami()}")
-        self.stdout.write(f"{name}: lock cleared (was held by {status.holder.token})")
+        try:
+            holder = clear_job_lock(spec, actor=f"manage.py clear_lock by {_whoami()}", force=force)
+        except HolderAlive as alive:
+            self.stderr.write(f"{name}: not cleared: {alive}; it will release the lock when it ends. "
+                              "--force clears it anyway (a second run may then start alongside).")
+            sys.exit(1)
+        if holder is None:
+            self.stdout.write(f"{name}: the lock was released meanwhile")
+            return
+        self.stdout.write(f"{name}: lock cleared (was held by {holder.token})")
 
 
 def _whoami() -> str:
