@@ -8,10 +8,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so code changes don't reinstall them. gunicorn serves
-# the admin in production; it is not needed for development or the tests.
+# Dependencies first, so code changes don't reinstall them (gunicorn, which
+# serves the admin in production, is pinned in requirements.txt).
 COPY requirements.txt ./
-RUN pip install -r requirements.txt "gunicorn>=23,<24"
+RUN pip install -r requirements.txt
 
 COPY . .
 RUN chmod +x docker/start-*.sh \

@@ -148,6 +148,11 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+if not DEBUG:
+    # Serves the admin's static files under gunicorn (after collectstatic);
+    # with DEBUG, runserver does.
+    MIDDLEWARE.insert(1, "whitenoise.middleware.WhiteNoiseMiddleware")
+
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
 
@@ -202,6 +207,10 @@ LANGUAGE_CODE = "en-us"
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Redis -----------------------------------------------------------------
 
@@ -285,10 +294,10 @@ for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group
     _value = env_crontab(_var)
     if _value:
         JOB_SCHEDULE_OVERRIDES[_name] = _value
+_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES", "SCHEDULE_UPDATE_GROUP_STATUSES"}
 for _var in os.environ:
-    if _var.startswith("SCHEDULE_") and _var[len("SCHEDULE_"):].lower().replace("_", "-") not in (
-        "archive-audit-logs", "send-contribution-summaries", "update-group-statuses",
-    ):
+    # Any other SCHEDULE_* (a typo, or the wrong case) would be silently ignored: refuse it.
+    if _var.upper().startswith("SCHEDULE_") and _var not in _SCHEDULE_VARS:
         raise _bad(_var, os.environ[_var], "SCHEDULE_ARCHIVE_AUDIT_LOGS, SCHEDULE_SEND_CONTRIBUTION_SUMMARIES or SCHEDULE_UPDATE_GROUP_STATUSES")
 
 # --- Email -----------------------------------------------------------------
@@ -309,6 +318,21 @@ else:
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(RUN_DIR / "emails"))  # for the file-based backend
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Savings groups <noreply@localhost>")
+
+
+def _check_email_backend(path: str) -> None:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        found = hasattr(importlib.import_module(module), name) if module else False
+    except ImportError:
+        found = False
+    if not found:
+        raise _bad("EMAIL_BACKEND", path, "an importable backend such as django.core.mail.backends.smtp.EmailBackend")
+
+
+_check_email_backend(EMAIL_BACKEND)
 
 # --- Logging (SPEC §7) -----------------------------------------------------
 

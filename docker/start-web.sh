@@ -10,8 +10,9 @@ case "$(echo "${DJANGO_DEBUG:-false}" | tr '[:upper:]' '[:lower:]')" in
         # Debug: runserver also serves the admin's static files.
         exec python manage.py runserver "0.0.0.0:${PORT:-8000}" --noreload ;;
     *)
-        # Production: serve STATIC_ROOT (`manage.py collectstatic`) from the
-        # proxy in front of gunicorn, or the admin has no CSS.
+        # Production: gunicorn; WhiteNoise serves STATIC_ROOT, which
+        # `manage.py collectstatic` fills.
+        python manage.py collectstatic --noinput >/dev/null
         exec gunicorn config.wsgi:application \
             --bind "0.0.0.0:${PORT:-8000}" \
             --workers "${WEB_CONCURRENCY:-2}" \

@@ -36,10 +36,12 @@ subclass. What every run of every job does:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -287,7 +289,8 @@ class JobTask(QueueOnce):
         if rejected is not None:
             return rejected
         try:
-            return self.apply(kwargs=kwargs, task_id=task_id)
+            with _local_time_limits(self.spec):
+                return self.apply(kwargs=kwargs, task_id=task_id)
         finally:
             self.once_backend.clear_lock(self.spec.lock_key, token=task_id)
 
@@ -331,6 +334,9 @@ class JobTask(QueueOnce):
         claim = backend.claim(spec.lock_key, task_id, spec.lock_ttl)
         if claim == CLAIM_REFUSED:
             holder = backend.holder(spec.lock_key)
+            if attempt > 1 and _fail_refused_retry(spec, task_id, attempt, holder):
+                self._context.keep_lock = True
+                return {"status": "FAILED", "skip_reason": "", "run_id": None}
             run = _record_skip(spec, task_id, trigger, scheduled_for, JobRun_SKIP_LOCK_HELD, dry_run)
             _log_lock_skip(spec, holder)
             return {"status": "SKIPPED", "skip_reason": "lock_held", "run_id": run.pk if run else None}
@@ -374,6 +380,11 @@ class JobTask(QueueOnce):
                     logger.error("Job %s interrupted during its retry wait after attempt %d/%d",
                                  spec.name, attempt, MAX_ATTEMPTS)
                     raise interrupted from None
+            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Ctrl-C or SIGTERM on a local run: an operator's decision, not a bug to trace.
+            duration = _finish(run, JobRunStatus.FAILED, error=f"Interrupted during attempt {attempt}: {exc!r}")
+            logger.error("Job %s interrupted during attempt %d/%d after %dms", spec.name, attempt, MAX_ATTEMPTS, duration)
             raise
         except BaseException as exc:
             duration = _finish(run, JobRunStatus.FAILED, error="".join(traceback.format_exception(exc)))
@@ -461,6 +472,35 @@ def _record_skip(spec, task_id, trigger, scheduled_for, reason, dry_run):
         return JobRun.objects.filter(task_id=task_id).first()
 
 
+@contextlib.contextmanager
+def _local_time_limits(spec: JobSpec):
+    """Apply the job's soft and hard time limits (seconds) to a run in this process, as a worker would.
+
+    SIGALRM raises ``SoftTimeLimitExceeded`` after ``soft_time_limit`` and
+    ``TimeLimitExceeded`` ``time_limit - soft_time_limit`` later. Only in the
+    main thread (signals); elsewhere the run has no limit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        if state["phase"] == "soft":
+            state["phase"] = "hard"
+            signal.setitimer(signal.ITIMER_REAL, spec.time_limit - spec.soft_time_limit)
+            raise SoftTimeLimitExceeded(f"soft time limit ({spec.soft_time_limit}s) exceeded")
+        raise TimeLimitExceeded(spec.time_limit)
+
+    state = {"phase": "soft"}
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, spec.soft_time_limit)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _runs_under(task_id: str) -> bool:
     """True when a RUNNING run owns ``task_id`` (a redelivered copy must leave its lock alone)."""
     from scheduler_app.models import JobRun
@@ -511,12 +551,33 @@ def _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run):
         return existing
     try:
         with transaction.atomic():
-            return JobRun.objects.create(
+            run = JobRun.objects.create(
                 job=spec.name, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.RUNNING,
                 dry_run=dry_run, attempts=attempt, started_at=timezone.now(), worker=worker_name(), task_id=task_id,
             )
     except IntegrityError:
         return None
+    if scheduled_for is not None:
+        # A trigger for this time refused earlier (lock held) turned out to be
+        # a duplicate of this run: say so, so the time shows one run and duplicates.
+        JobRun.objects.filter(job=spec.name, scheduled_for=scheduled_for, status=JobRun.Status.SKIPPED,
+                              skip_reason=JobRun_SKIP_LOCK_HELD).update(skip_reason="duplicate")
+    return run
+
+
+def _fail_refused_retry(spec: JobSpec, task_id: str, attempt: int, holder) -> bool:
+    """A retry that finds its lock taken (it waited longer than the TTL): end its run as FAILED, truthfully."""
+    from scheduler_app.models import JobRun
+
+    updated = JobRun.objects.filter(task_id=task_id, status=JobRun.Status.RUNNING).update(
+        status=JobRun.Status.FAILED, finished_at=timezone.now(),
+        error=(f"Attempt {attempt} could not start: while this run waited for its retry its lock "
+               f"expired and {describe_holder(spec, holder)} holds it now."),
+    )
+    if updated:
+        logger.error("Job %s: retry attempt %d/%d could not start: its lock was taken by %s",
+                     spec.name, attempt, MAX_ATTEMPTS, describe_holder(spec, holder))
+    return bool(updated)
 
 
 def _mark_lost_runs(spec: JobSpec, *, exclude_task_id: str) -> int:
@@ -529,10 +590,11 @@ def _mark_lost_runs(spec: JobSpec, *, exclude_task_id: str) -> int:
     for run in lost.only("pk", "started_at"):
         count += JobRun.objects.filter(pk=run.pk, status=JobRun.Status.RUNNING).update(
             status=JobRun.Status.FAILED, finished_at=now,
-            error="Worker lost: the run stopped without finishing (its lock expired); the work it did not do is left for the next run.",
+            error=("Worker lost: the run's lock expired or was cleared before it finished (its worker died, "
+                   "or an operator cleared the lock); the work it did not do is left for the next run."),
         )
     if count:
-        logger.warning("Job %s: marked %d run(s) as failed whose worker died", spec.name, count)
+        logger.warning("Job %s: marked %d run(s) as failed that lost their lock before finishing", spec.name, count)
     return count
 
 

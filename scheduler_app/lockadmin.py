@@ -71,6 +71,21 @@ def worker_working_on(task_id: str, timeout: float = 1.0) -> str | None:
     return None
 
 
+def _renewing_run(spec: JobSpec, holder: LockHolder) -> str | None:
+    """The process of a RUNNING run that still renews the lock (e.g. a ``run_job --local``), or None.
+
+    A live holder renews every TTL/3, so its lock never has less than about
+    two thirds of the TTL left; a dead one's decays below that within TTL/3.
+    """
+    from scheduler_app.models import JobRun
+
+    run = JobRun.objects.filter(task_id=holder.token, status=JobRun.Status.RUNNING).only("worker").first()
+    if run is None:
+        return None
+    renewed_lately = holder.ttl_ms >= spec.lock_ttl * 1000 * 2 / 3 - 1000
+    return f"{run.worker} (run {run.pk}, lock renewed within the last {spec.lock_ttl // 3}s)" if renewed_lately else None
+
+
 def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False) -> LockHolder | None:
     """Delete ``spec``'s lock and write ``JOB_LOCK_CLEARED`` to the audit log.
 
@@ -87,7 +102,7 @@ def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False)
     if holder is None:
         return None
     if not force:
-        worker = worker_working_on(holder.token)
+        worker = worker_working_on(holder.token) or _renewing_run(spec, holder)
         if worker is not None:
             raise HolderAlive(holder, worker)
     backend.clear_lock(spec.lock_key)

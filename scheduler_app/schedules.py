@@ -46,11 +46,12 @@ def crontab_slot(cron: schedules.crontab, now: dt.datetime, tz: dt.tzinfo) -> dt
 
     Follows Celery's crontab semantics: a day must match day_of_month,
     month_of_year and day_of_week together. ``tz`` is the zone the crontab is
-    read in. Around DST changes every wall time is taken in both of its
-    readings (``fold``) and compared in UTC, so a repeated hour gives its
-    later instant when that has passed, and a wall time that does not exist
-    that day is never in the future. Raises ValueError if the crontab never
-    fired in the last 5 years (e.g. 30 February).
+    read in. Around DST changes, times are compared in UTC: a repeated wall
+    time (clocks going back) counts at both of its instants, and a wall time
+    that does not exist that day (clocks going forward) counts at its
+    ``fold=0`` instant, the moment Celery fires it (e.g. ``0 2 * * *`` in
+    Europe/Berlin on 2026-03-29 is 01:00 UTC). Raises ValueError if the
+    crontab never fired in the last 5 years (e.g. 30 February).
     """
     now_utc = now.astimezone(UTC)
     local = now_utc.astimezone(tz)
@@ -69,8 +70,10 @@ def crontab_slot(cron: schedules.crontab, now: dt.datetime, tz: dt.tzinfo) -> dt
                 for fold in (0, 1):
                     wall = dt.datetime(day.year, day.month, day.day, hour, minute, fold=fold, tzinfo=tz)
                     instant = wall.astimezone(UTC)
-                    # a wall time that does not exist that day round-trips to another one
-                    if instant.astimezone(tz).replace(tzinfo=None, fold=0) != wall.replace(tzinfo=None, fold=0):
+                    # A wall time that does not exist that day round-trips to
+                    # another one; only its fold=0 instant counts.
+                    exists = instant.astimezone(tz).replace(tzinfo=None, fold=0) == wall.replace(tzinfo=None, fold=0)
+                    if not exists and fold == 1:
                         continue
                     if instant <= now_utc and (best is None or instant > best):
                         best = instant

@@ -57,3 +57,9 @@ def flaky_job(ctx: JobContext) -> int:
 def slow_job(ctx: JobContext) -> int:
     """Sleeps as long as told with a 2 s lock TTL (renewed while it runs)."""
     return _behave("test-slow", ctx)
+
+
+@job("test-limited", crontab="0 0 1 1 *", lock_ttl=5, soft_time_limit=2, time_limit=3)
+def limited_job(ctx: JobContext) -> int:
+    """Sleeps as long as told, with a 2 s soft and 3 s hard time limit."""
+    return _behave("test-limited", ctx)

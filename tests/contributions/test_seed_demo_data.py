@@ -9,6 +9,7 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django.db.models import Count, F, Max, Q
 
 from audit.models import AuditLog
 from contributions.models import Contribution
@@ -125,3 +126,32 @@ def test_force_leaves_other_data_alone():
     assert get_user_model().objects.filter(pk=real_user.pk).exists()
     assert AuditLog.objects.filter(pk=real_log.pk, user=real_user).exists()
     assert AuditLog.objects.count() == 3001
+
+
+@time_machine.travel(NOW, tick=False)
+def test_membership_and_completion_times_are_consistent():
+    # given: the seed and size where the times used to be wrong (3 members
+    # leaving in the future; 9 of 27 COMPLETED groups completed before their
+    # last round)
+    call_command("seed_demo_data", "--groups", "200", "--audit-logs", "0", "--seed", "42", stdout=StringIO())
+
+    # then: nobody joined or left in the future, nor left before joining
+    memberships = Membership.objects.all()
+    assert memberships.count() > 1000
+    assert not memberships.filter(joined_at__gt=NOW).exists()
+    left = memberships.filter(left_at__isnull=False)
+    assert left.exists()
+    assert not left.filter(left_at__gt=NOW).exists()
+    assert not left.filter(left_at__lt=F("joined_at")).exists()
+
+    # and: a COMPLETED group completed once its last round had, and not in the future
+    completed_groups = Group.objects.filter(status=Group.Status.COMPLETED).annotate(
+        last_round_done=Max("rounds__completed_at"),
+        rounds_done=Count("rounds", filter=Q(rounds__status=Round.Status.COMPLETED)),
+    )
+    assert completed_groups.count() >= 20
+    for group in completed_groups:
+        assert group.rounds_done == group.total_rounds
+        assert group.activated_at <= group.last_round_done <= group.completed_at <= NOW, group.name
+    # and no round completed in the future
+    assert not Round.objects.filter(completed_at__gt=NOW).exists()

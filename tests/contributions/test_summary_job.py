@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import smtplib
 
 import pytest
 import time_machine
+from celery import current_app
+from django.core.mail.backends.locmem import EmailBackend
+from django.core.mail.message import sanitize_address
 
 from contributions.models import SummaryDelivery, WeeklySummary
 from contributions.tasks import send_contribution_summaries_task
 from groups.models import Group, Round
 from scheduler_app.jobs import REGISTRY, JobContext
+from scheduler_app.models import JobRun
 from tests.factories import at, make_contribution, make_group, make_member, make_round
 
 
@@ -59,3 +65,71 @@ def test_dry_run_sends_and_writes_nothing(group_with_two_members, mailoutbox):
     assert send_contribution_summaries_task.job_function(context(dry_run=True)) == 2
     assert mailoutbox == []
     assert not WeeklySummary.objects.exists() and not SummaryDelivery.objects.exists()
+
+
+@pytest.fixture
+def group_with_a_typo():
+    """Three members; the first one's address is "carol.typo@", which Django's SMTP backend rejects."""
+    group = make_group(status=Group.Status.ACTIVE, deployed=True)
+    first = make_member(group, position=1, email="carol.typo@")
+    make_member(group, position=2)
+    make_member(group, position=3)
+    make_round(group, number=1, recipient=first, status=Round.Status.OPEN)
+    return group
+
+
+def run_job_locally() -> JobRun:
+    """One manual run through the job engine in this process: lock, attempts, history, logs."""
+    task = current_app.tasks[REGISTRY["send-contribution-summaries"].task_name]
+    result = task.run_locally({"trigger": "manual", "dry_run": False})
+    return JobRun.objects.get(task_id=result.id)
+
+
+def sanitizing_like_smtp(fail_with: BaseException | None = None):
+    """locmem's ``send_messages`` with the SMTP backend's address handling; optionally failing every message."""
+    original = EmailBackend.send_messages
+
+    def send_messages(backend, messages):
+        for message in messages:
+            for address in message.recipients():
+                sanitize_address(address, "utf-8")  # ValueError('Invalid address "carol.typo@"')
+        if fail_with is not None:
+            raise fail_with
+        return original(backend, messages)
+
+    return send_messages
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_bad_address_does_not_fail_the_job(group_with_a_typo, job_redis, mailoutbox, monkeypatch, caplog):
+    # given
+    monkeypatch.setattr(EmailBackend, "send_messages", sanitizing_like_smtp())
+
+    # when
+    with caplog.at_level(logging.INFO):
+        run = run_job_locally()
+
+    # then: one attempt, the two others got their email, the typo is counted, no address anywhere
+    assert (run.status, run.attempts, run.items_processed, run.error) == (JobRun.Status.SUCCEEDED, 1, 2, "")
+    assert len(mailoutbox) == 2
+    assert "(1 members without a usable email skipped, 1 of them with an invalid address)" in caplog.text
+    assert "@" not in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_mail_server_failure_fails_the_job_with_no_address_in_its_history(group_with_a_typo, job_redis,
+                                                                             mailoutbox, monkeypatch, caplog):
+    # given: a server whose error text names the recipient, on every attempt
+    failure = smtplib.SMTPDataError(451, b"4.3.0 <user@example.com>: temporary failure, try again")
+    monkeypatch.setattr(EmailBackend, "send_messages", sanitizing_like_smtp(failure))
+
+    # when
+    with caplog.at_level(logging.INFO):
+        run = run_job_locally()
+
+    # then: retried (3 attempts), failed; the error kept for the run and the logs name no address
+    assert (run.status, run.attempts) == (JobRun.Status.FAILED, 3)
+    assert "SummarySendError" in run.error and "SMTPDataError (SMTP 451)" in run.error
+    assert "@" not in run.error
+    assert "@" not in caplog.text
+    assert mailoutbox == [] and not SummaryDelivery.objects.exists()

@@ -50,7 +50,8 @@ def test_locks_page_shows_the_holder_and_clears_it_into_the_audit_log(operator, 
     spec = get_spec("update-group-statuses")
     run = JobRun.objects.create(job=spec.name, trigger="beat", status="RUNNING", attempts=1,
                                 started_at=timezone.now(), task_id="update-group-statuses:20261130T100000Z:feed")
-    job_redis.set(spec.lock_key, run.task_id, px=300_000)
+    # a stale lock: its run's worker died 2 minutes ago, so 180 s of its 300 s TTL are left
+    job_redis.set(spec.lock_key, run.task_id, px=180_000)
     page = operator.get(reverse("admin:scheduler_app_jobrun_locks")).content.decode()
     assert f"run {run.pk} until " in page
     response = operator.post(reverse("admin:scheduler_app_jobrun_locks"), {"job": spec.name})

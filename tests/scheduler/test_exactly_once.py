@@ -204,3 +204,20 @@ def test_the_admins_run_selected_tasks_is_a_manual_run(worker, job_redis):
     wait_for(lambda: JobRun.objects.filter(task_id=result.id, status="SUCCEEDED").exists(), 30)
     run = JobRun.objects.get(task_id=result.id)
     assert run.trigger == "manual" and run.scheduled_for is None
+
+
+def test_a_trigger_refused_while_an_earlier_run_held_the_lock_becomes_a_duplicate_once_its_time_runs(worker, job_redis):
+    # given the lock held by a run of an earlier time, so beat A's trigger for 11:00 is refused (lock_held)
+    task = __import__("celery").current_app.tasks[get_spec("test-noop").task_name]
+    slot = dt.datetime(2026, 11, 30, 11, 0, tzinfo=UTC)
+    key = get_spec("test-noop").lock_key
+    job_redis.set(key, make_task_id("test-noop", slot - dt.timedelta(hours=1)), px=30_000)
+    refused = task.apply_async(kwargs={"trigger": "beat", "scheduled_for": iso(slot)})
+    assert refused.state == "REJECTED"
+    assert JobRun.objects.get(task_id=refused.id).skip_reason == "lock_held"
+    # when the earlier run ends and beat B sends 11:00 again, which runs
+    job_redis.delete(key)
+    ran = task.apply_async(kwargs={"trigger": "beat", "scheduled_for": iso(slot)})
+    wait_for(lambda: JobRun.objects.filter(task_id=ran.id, status="SUCCEEDED").exists(), 30)
+    # then 11:00 shows one run and one duplicate
+    assert JobRun.objects.get(task_id=refused.id).skip_reason == "duplicate"

@@ -80,16 +80,40 @@ def test_parse_crontab_rejects_bad_expressions_naming_them(expression):
     assert repr(expression) in str(err.value)
 
 
+def _matches(cron, local) -> bool:
+    return (local.minute in cron.minute and local.hour in cron.hour and local.day in cron.day_of_month
+            and local.month in cron.month_of_year and (local.weekday() + 1) % 7 in cron.day_of_week)
+
+
 def _brute_force(cron, now, tz):
-    """The latest minute at or before ``now`` whose wall time in ``tz`` matches, minute by minute in UTC."""
+    """The latest minute at or before ``now`` that fires, minute by minute in UTC.
+
+    A minute fires when its wall time in ``tz`` matches, or when it is the
+    fold=0 reading of a matching wall time skipped by a DST change (when
+    Celery fires it: the skipped 02:30 in New York is read as 02:30 EST =
+    07:30 UTC).
+    """
     moment = now.astimezone(UTC).replace(second=0, microsecond=0)
     for _ in range(60 * 24 * 9):
         local = moment.astimezone(tz)
-        if (local.minute in cron.minute and local.hour in cron.hour and local.day in cron.day_of_month
-                and local.month in cron.month_of_year and (local.weekday() + 1) % 7 in cron.day_of_week):
+        if _matches(cron, local):
+            return moment
+        # the wall time one offset-change earlier, read with the old offset
+        shifted = (moment + (moment - dt.timedelta(hours=3)).astimezone(tz).utcoffset()).replace(tzinfo=None)
+        skipped = shifted.replace(tzinfo=tz)
+        if skipped.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != shifted and _matches(cron, shifted):
             return moment
         moment -= dt.timedelta(minutes=1)
     raise AssertionError("no fire time found")
+
+
+def test_a_crontab_time_skipped_by_dst_belongs_to_that_day():
+    # 2026-03-29 02:00 does not exist in Berlin (01:59 CET -> 03:00 CEST); Celery fires at 01:00 UTC.
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    cron = parse_crontab("0 2 * * *")
+    assert crontab_slot(cron, t("2026-03-29 01:00:30"), berlin) == t("2026-03-29 01:00:00")
+    assert crontab_slot(cron, t("2026-03-29 00:59:00"), berlin) == t("2026-03-28 01:00:00")
+    assert crontab_slot(cron, t("2026-03-29 23:30:00"), berlin) == t("2026-03-29 01:00:00")  # 01:30 CEST next day
 
 
 @pytest.mark.parametrize("expression", ["30 1 * * *", "30 2 * * *", "0 * * * *", "15 3 * * 0"])

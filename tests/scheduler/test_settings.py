@@ -28,6 +28,8 @@ BAD_VALUES = [
     ("DATABASE_URL", "postgres://", "names the database"),
     ("SENTRY_DSN", "garbage", "a Sentry DSN"),
     ("SCHEDULE_ARCHIVE_AUDIT_LOG", "0 3 * * *", "SCHEDULE_ARCHIVE_AUDIT_LOGS"),
+    ("SCHEDULE_archive_audit_logs", "0 3 * * *", "SCHEDULE_ARCHIVE_AUDIT_LOGS"),
+    ("EMAIL_BACKEND", "nosuch.Backend", "an importable backend"),
 ]
 
 

@@ -180,3 +180,49 @@ def test_clear_lock_leaves_a_running_jobs_lock_unless_forced(worker, job_redis):
                             env=process_env(), capture_output=True, text=True, timeout=60)
     assert forced.returncode == 0 and "lock cleared" in forced.stdout
     first.communicate(timeout=30)
+
+
+def test_clear_lock_leaves_a_local_run_that_renews_its_lock(job_redis):
+    # given a `run_job --local` in another process (no worker knows about it)
+    job_redis.hset("testjob:test-slow", "sleep", 6)
+    local = subprocess.Popen([sys.executable, "manage.py", "run_job", "test-slow", "--local"], cwd=ROOT,
+                             env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = wait_for(lambda: JobRun.objects.filter(job="test-slow", status="RUNNING").first(), 20)
+    # when an operator clears its lock
+    done = subprocess.run([sys.executable, "manage.py", "clear_lock", "test-slow"], cwd=ROOT, env=process_env(),
+                          capture_output=True, text=True, timeout=60)
+    # then it is refused and the lock stays with the local run
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"(run {run.pk}, lock renewed within the last" in done.stderr
+    assert job_redis.get(get_spec("test-slow").lock_key) == run.task_id
+    assert local.wait(30) == 0
+
+
+def test_a_local_run_respects_the_soft_time_limit(job_redis):
+    # given a job with a 2 s soft time limit that would sleep 10 s
+    job_redis.hset("testjob:test-limited", "sleep", 10)
+    started = time.monotonic()
+    done = run_job("test-limited", "--local")
+    # then it is stopped at the soft limit, fails without retrying, and frees its lock
+    assert done.returncode == 1
+    assert time.monotonic() - started < 8
+    run = JobRun.objects.get(job="test-limited")
+    assert (run.status, run.attempts) == ("FAILED", 1)
+    assert "SoftTimeLimitExceeded" in run.error
+    assert job_redis.get(get_spec("test-limited").lock_key) is None
+
+
+def test_sigterm_ends_a_local_run_as_failed_and_frees_the_lock(job_redis):
+    import signal
+
+    job_redis.hset("testjob:test-slow", "sleep", 20)
+    local = subprocess.Popen([sys.executable, "manage.py", "run_job", "test-slow", "--local"], cwd=ROOT,
+                             env=process_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = wait_for(lambda: JobRun.objects.filter(job="test-slow", status="RUNNING").first(), 20)
+    local.send_signal(signal.SIGTERM)
+    out, err = local.communicate(timeout=30)
+    assert local.returncode == 1
+    assert "Traceback" not in err and "Interrupted" in err
+    run.refresh_from_db()
+    assert run.status == "FAILED" and run.finished_at is not None
+    assert job_redis.get(get_spec("test-slow").lock_key) is None

@@ -29,6 +29,15 @@ class Command(BaseCommand):
             spec = get_spec(name)
         except KeyError as exc:
             raise CommandError(exc.args[0], returncode=2) from None
+        from redis.exceptions import RedisError
+
+        try:
+            self._handle(name, spec, show=show, force=force)
+        except RedisError as exc:
+            self.stderr.write(f"Redis is not reachable ({type(exc).__name__}: {exc}); start it or set REDIS_URL")
+            sys.exit(1)
+
+    def _handle(self, name, spec, *, show: bool, force: bool) -> None:
         status = lock_status(spec)
         self.stdout.write(f"{name}: {status.describe()}")
         if show or status.holder is None:

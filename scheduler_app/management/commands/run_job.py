@@ -8,6 +8,7 @@ run holds the lock (the holder and the expiry are printed).
 from __future__ import annotations
 
 import math
+import signal
 import sys
 import time
 
@@ -50,11 +51,18 @@ class Command(BaseCommand):
         if not math.isfinite(timeout) or timeout <= 0:
             raise CommandError(f"--timeout={timeout} is invalid: a positive number of seconds", returncode=EXIT_USAGE)
 
+        from django.db import DatabaseError
         from kombu.exceptions import OperationalError as BrokerError
         from redis.exceptions import RedisError
 
+        # SIGTERM (e.g. `timeout`, systemd) ends a local run like Ctrl-C: recorded as failed, lock released.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             sys.exit(self._run(name, spec, dry_run=dry_run, local=local, timeout=timeout))
+        except DatabaseError as exc:
+            self.stderr.write(f"The database is not usable ({type(exc).__name__}: {exc}); "
+                              "has `manage.py migrate` been run?")
+            sys.exit(EXIT_FAILED)
         except (BrokerError, RedisError) as exc:
             self.stderr.write(f"Redis at {_safe_url()} is not reachable ({type(exc).__name__}: {exc}); "
                               "start it or set REDIS_URL")
@@ -127,3 +135,7 @@ def _safe_url() -> str:
     from kombu.utils.url import maybe_sanitize_url
 
     return maybe_sanitize_url(settings.REDIS_URL)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
