@@ -14,6 +14,11 @@ Members without a row are tried again by the next run, so:
 * a second run for the same week sends nothing to anyone already recorded;
 * an exception while sending (SMTP down, a retry of the job) loses nothing
   and duplicates nothing: the messages sent before it are recorded;
+* one member's bad address never stops the others: an address that is not
+  valid is skipped when the emails are prepared, and a message the backend
+  or the mail server rejects for its recipient alone (an address Django
+  cannot use, an SMTP 5xx for that message) is skipped when sent. Neither
+  is recorded, so the next run tries again (after the address is fixed);
 * only a hard kill (SIGKILL, the hard time limit, power loss) between a send
   and the end of its batch can send a second copy to at most one batch of
   members on the next run (at-least-once). The alternative, recording
@@ -33,7 +38,10 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ImproperlyConfigured, ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
+from django.core.mail.message import sanitize_address
+from django.core.validators import validate_email
 from django.db import connections, router, transaction
 from django.db.models import (
     Count,
@@ -213,8 +221,107 @@ class _Outgoing:
 @dataclasses.dataclass
 class _WeekResult:
     sent: int = 0
+    #: Members with no email address.
     without_email: int = 0
+    #: Members whose address is not valid (found when preparing, or rejected by the backend when sending).
+    invalid_email: int = 0
+    #: Messages the mail server refused for their recipient (an SMTP 5xx, or a refused RCPT).
     refused: int = 0
+
+
+class SummarySendError(Exception):
+    """Sending the summaries stopped on an error that a later attempt may not meet.
+
+    The mail server down or unreachable, a timeout, a dropped connection, a
+    temporary (4xx) answer to a message, the sender refused: what a retry of
+    the job is for. The messages sent before it are recorded first.
+
+    The message names the original exception's type and its SMTP code or
+    errno, never its text: that text (the server's answer, the recipients
+    Django or smtplib list) can hold email addresses, which must not reach
+    the logs, ``JobRun.error`` or Sentry. For the same reason it is raised
+    without the original chained to it.
+    """
+
+
+#: What the email backend raises for a connection or a message: a bad
+#: address or header (``ValueError``, ``BadHeaderError``), the SMTP dialogue
+#: (``SMTPException``), the network (``OSError``: refused, timeouts, TLS).
+_MAIL_ERRORS = (ValueError, smtplib.SMTPException, OSError)
+
+#: "Service not available, closing transmission channel": the server is going
+#: away, whatever the message; never the recipient's fault.
+_SMTP_CLOSING = 421
+
+
+def _safe_description(exc: BaseException) -> str:
+    """``SMTPDataError (SMTP 451)``, ``ConnectionRefusedError (errno 111)``: the type and codes, no text."""
+    codes = []
+    if isinstance(exc, smtplib.SMTPResponseException):
+        codes.append(f"SMTP {exc.smtp_code}")
+    elif isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes.extend(f"SMTP {code}" for code in sorted({code for code, _ in exc.recipients.values()}))
+    elif isinstance(exc, OSError) and exc.errno is not None:
+        codes.append(f"errno {exc.errno}")
+    return type(exc).__name__ + (f" ({', '.join(codes)})" if codes else "")
+
+
+def _skipped_recipient(exc: BaseException) -> str | None:
+    """Why this exception means "skip this message's recipient, send the rest": ``"invalid"``, ``"refused"`` or None.
+
+    Each message has one recipient, so an error about its address or an
+    SMTP 5xx answer to it concerns that member alone. None (the error is
+    the server's, the connection's or the sender's) stops the batch.
+    """
+    if isinstance(exc, ValueError):
+        # Django's address handling: 'Invalid address "..."', BadHeaderError
+        # (a newline), an address it cannot encode. The sender is checked up
+        # front (_check_sender), so here it is the recipient's address.
+        return "invalid"
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        # The server refused the (only) recipient: 5xx no such user, or a 4xx
+        # it may accept later; either way a retry now would not help the
+        # members after it. A 421 is the server closing: stop.
+        codes = {code for code, _ in exc.recipients.values()}
+        return None if _SMTP_CLOSING in codes else "refused"
+    if isinstance(exc, smtplib.SMTPDataError) and 500 <= exc.smtp_code < 600:
+        # The message was rejected after DATA, permanently (e.g. 550 mailbox
+        # unavailable, 554 rejected for policy): this recipient only.
+        return "refused"
+    return None
+
+
+def _usable_address(address: str) -> bool:
+    """True when ``address`` is one valid address without a line break (SPEC §5: others are skipped)."""
+    if "\r" in address or "\n" in address:
+        return False
+    try:
+        validate_email(address)
+    except ValidationError:
+        return False
+    return True
+
+
+def _check_sender() -> None:
+    """Refuse to start when ``DEFAULT_FROM_EMAIL`` is unusable.
+
+    Without this check every message would fail with the same ``ValueError``
+    as a member's bad address and be skipped one by one, and the run would
+    succeed with nothing sent.
+
+    Raises:
+        ImproperlyConfigured: naming the setting, not its value.
+    """
+    sender = str(settings.DEFAULT_FROM_EMAIL)
+    try:
+        if "\r" in sender or "\n" in sender:
+            raise ValueError("a line break")
+        # What Django's SMTP backend does with the sender of every message.
+        sanitize_address(sender, settings.DEFAULT_CHARSET)
+    except ValueError:
+        raise ImproperlyConfigured(
+            "DEFAULT_FROM_EMAIL is not a valid sender address (an address, or 'Name <address>')"
+        ) from None
 
 
 def send_summaries_to_members(
@@ -230,17 +337,21 @@ def send_summaries_to_members(
     sum, currency), their own CONFIRMED contributions that week, the current
     round (the lowest-numbered OPEN round) and its recipient's username, and
     what they still owe in it (``contribution_amount`` minus their CONFIRMED
-    amount in that round, never below 0). Members without an email are
-    skipped and counted; a recipient the mail server refuses is skipped,
-    counted and retried by the next run. Members already recorded in
-    ``SummaryDelivery`` for the week get nothing: see the module docstring
-    for the delivery guarantee.
+    amount in that round, never below 0). Members without a usable email
+    are skipped and counted: no address, an address that is not valid
+    (``validate_email``, or a line break in it), or one the email backend
+    rejects when sending. A recipient the mail server refuses (a refused
+    RCPT, a 5xx answer to the message) is skipped and counted too. None of
+    them stops the others, and none is recorded, so the next run tries them
+    again. Members already recorded in ``SummaryDelivery`` for the week get
+    nothing: see the module docstring for the delivery guarantee.
 
     Emails go in batches of ``batch_size``, one mail connection per batch;
     after each batch its deliveries are recorded in one transaction. Queries:
     four per :data:`GROUPS_PER_CHUNK` summaries (members, their week's
     contributions, current rounds, amounts paid) plus one INSERT per batch;
-    never one per member. No email address reaches the logs.
+    never one per member. No email address reaches the logs or the
+    exceptions raised.
 
     Args:
         summaries: from :func:`generate_weekly_summaries`; may span several weeks.
@@ -253,12 +364,16 @@ def send_summaries_to_members(
 
     Raises:
         ValueError: ``batch_size`` below 1, or an unsaved summary outside a dry run.
-        Exception: whatever the email backend raised; the batch's emails sent
-            before it are recorded first, so a retry does not repeat them.
+        ImproperlyConfigured: ``DEFAULT_FROM_EMAIL`` is not a valid address.
+        SummarySendError: sending stopped on an error of the connection, the
+            server or the sender (a retry may succeed); its message holds no
+            address. The batch's emails sent before it are recorded first,
+            so a retry does not repeat them.
     """
     batch_size = settings.SUMMARY_EMAIL_BATCH_SIZE if batch_size is None else batch_size
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r} is invalid: a number of emails >= 1")
+    _check_sender()
     by_week: dict[dt.date, list[WeeklySummary]] = defaultdict(list)
     for summary in summaries:
         if summary.pk is None and not dry_run:
@@ -269,11 +384,13 @@ def send_summaries_to_members(
     for week_start in sorted(by_week):
         result = _send_week(week_start, by_week[week_start], dry_run=dry_run, batch_size=batch_size)
         total_sent += result.sent
-        refused = f", {result.refused} refused by the mail server" if result.refused else ""
+        invalid = f", {result.invalid_email} of them with an invalid address" if result.invalid_email else ""
+        refused = f"; {result.refused} refused by the mail server" if result.refused else ""
+        # Counts only: no address, no name, no id of who was skipped.
         logger.info(
-            "%s %d contribution summaries for week %s (%d members without email skipped%s)",
+            "%s %d contribution summaries for week %s (%d members without a usable email skipped%s%s)",
             "Dry run: would send" if dry_run else "Sent",
-            result.sent, week_start, result.without_email, refused,
+            result.sent, week_start, result.without_email + result.invalid_email, invalid, refused,
         )
     return total_sent
 
@@ -289,9 +406,7 @@ def _send_week(week_start: dt.date, summaries: list[WeeklySummary], *, dry_run: 
             result.sent += len(outgoing)
             continue
         for first in range(0, len(outgoing), batch_size):
-            sent, refused = _send_batch(outgoing[first:first + batch_size])
-            result.sent += sent
-            result.refused += refused
+            _send_batch(outgoing[first:first + batch_size], result)
     return result
 
 
@@ -303,7 +418,9 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
                    end: dt.datetime, result: _WeekResult) -> list[_Outgoing]:
     """Load what the chunk's emails need in four queries and render them.
 
-    Counts members without an email into ``result.without_email``.
+    Counts members without an email into ``result.without_email`` and those
+    whose address is not usable (:func:`_usable_address`) into
+    ``result.invalid_email``; neither gets a message.
     """
     # Summaries straight from generate_weekly_summaries have their group
     # loaded; others get theirs in one query instead of one each.
@@ -363,6 +480,11 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
         if not email:
             result.without_email += 1
             continue
+        if not _usable_address(email):
+            # E.g. "carol.typo@", or a line break in it: Django would raise
+            # (with the address in the message) when sending.
+            result.invalid_email += 1
+            continue
         summary = by_group[member.group_id]
         group = summary.group
         current = current_rounds.get(member.group_id)
@@ -406,34 +528,57 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
     return outgoing
 
 
-def _send_batch(batch: list[_Outgoing]) -> tuple[int, int]:
-    """Send ``batch`` over one connection, then record what was sent; return (sent, refused).
+def _send_batch(batch: list[_Outgoing], result: _WeekResult) -> None:
+    """Send ``batch`` over one connection, then record what was sent; count into ``result``.
 
     Messages go one ``send_messages`` call each on the open connection, so
     that when the backend raises, exactly the messages before it are known to
     be sent; they are recorded (``finally``) before the exception propagates.
+    A message rejected for its recipient alone (:func:`_skipped_recipient`)
+    is counted and skipped; any other mail error stops the batch as a
+    :class:`SummarySendError`, raised outside the ``except`` block so that
+    the original (whose text can hold addresses) is not chained to it.
+
+    Raises:
+        SummarySendError: the connection, the server or the sender failed.
     """
     sent: list[_Outgoing] = []
-    refused = 0
+    failure: SummarySendError | None = None
     connection = get_connection(fail_silently=False)
     try:
         connection.open()
         for item in batch:
             try:
                 accepted = connection.send_messages([item.message])
-            except smtplib.SMTPRecipientsRefused:
-                # This address is refused, not the server down: skip it (the
-                # next run retries it) rather than fail everyone after it.
-                refused += 1
+            except _MAIL_ERRORS as exc:
+                skipped = _skipped_recipient(exc)
+                if skipped is None:
+                    raise
+                if skipped == "invalid":
+                    result.invalid_email += 1
+                else:
+                    result.refused += 1
                 continue
             if accepted:
                 sent.append(item)
+    except _MAIL_ERRORS as exc:
+        failure = SummarySendError(
+            f"sending weekly summaries failed after {len(sent)} of a batch of {len(batch)}: "
+            f"{_safe_description(exc)} (the error's text is left out: it can hold email addresses)"
+        )
     finally:
         try:
             connection.close()
+        except _MAIL_ERRORS as exc:
+            failure = failure or SummarySendError(
+                f"closing the mail connection failed: {_safe_description(exc)} "
+                "(the error's text is left out: it can hold email addresses)"
+            )
         finally:
             _record_deliveries(sent)
-    return len(sent), refused
+            result.sent += len(sent)
+    if failure is not None:
+        raise failure
 
 
 def _record_deliveries(sent: list[_Outgoing]) -> None:
