@@ -246,6 +246,7 @@ class Seeder:
                 created = self.days_ago(1, 60)
                 activated = completed = None
                 done_rounds = 0
+                round_done_at: list[dt.datetime] = []
             else:
                 if plan["kind"] in ("active", "active_stalled"):
                     done_rounds = rng.randint(1, total_rounds - 1) if total_rounds > 1 else 0
@@ -258,8 +259,15 @@ class Seeder:
                     age_days += rng.uniform(7, 180)
                 activated = self.days_ago(age_days, age_days)
                 created = activated - dt.timedelta(days=rng.randint(3, 30))
+                # Each finished round completes a few hours after its due date
+                # (never in the future); a COMPLETED group completes when its
+                # last round has, within the hour of the hourly status job.
+                round_done_at = [
+                    min(activated + dt.timedelta(days=7 * number, hours=rng.uniform(1, 24)), self.now)
+                    for number in range(1, done_rounds + 1)
+                ]
                 completed = (
-                    activated + dt.timedelta(days=7 * total_rounds, hours=rng.randint(1, 48))
+                    min(round_done_at[-1] + dt.timedelta(minutes=rng.uniform(1, 60)), self.now)
                     if plan["kind"] == "completed" else None
                 )
             deployed_at = created + dt.timedelta(days=rng.uniform(0.5, 3)) if plan["deployed"] else None
@@ -280,7 +288,7 @@ class Seeder:
                 completed_at=completed,
             ))
             timing.append({"done_rounds": done_rounds, "activated": activated, "created": created,
-                           "stalled": plan["kind"] == "active_stalled"})
+                           "round_done_at": round_done_at, "stalled": plan["kind"] == "active_stalled"})
         groups = Group.objects.bulk_create(groups, batch_size=BATCH_SIZE)
 
         memberships: list[Membership] = []
@@ -289,12 +297,16 @@ class Seeder:
             chosen = rng.sample(range(len(self.users)), k=len(plan["members"]))
             slots = []
             for position, user_index in enumerate(chosen, start=1):
-                joined = times["created"] + dt.timedelta(hours=rng.uniform(1, 48))
-                # A few members of PENDING groups left again (they no longer count).
-                left = (
-                    joined + dt.timedelta(days=rng.uniform(0.5, 5))
-                    if plan["kind"] == "pending" and rng.random() < 0.1 else None
-                )
+                # Joined 1 to 48 hours after the group was created, and not
+                # after now (a PENDING group can be a day old).
+                joined_room = (self.now - times["created"]).total_seconds() / 3600
+                joined = times["created"] + dt.timedelta(hours=rng.uniform(min(1, joined_room), min(48, joined_room)))
+                # A few members of PENDING groups left again (they no longer
+                # count): half a day to 5 days after joining, and not after now.
+                left = None
+                if plan["kind"] == "pending" and rng.random() < 0.1:
+                    left_room = (self.now - joined).total_seconds() / 86400
+                    left = joined + dt.timedelta(days=rng.uniform(min(0.5, left_room), min(5, left_room)))
                 slots.append(len(memberships))
                 memberships.append(Membership(
                     group=group, user=self.users[user_index], payout_position=position, joined_at=joined, left_at=left,
@@ -317,7 +329,7 @@ class Seeder:
                     recipient=members[number - 1],
                     due_date=due.date(),
                     status=Round.Status.COMPLETED if is_done else Round.Status.OPEN,
-                    completed_at=due + dt.timedelta(hours=rng.uniform(1, 24)) if is_done else None,
+                    completed_at=times["round_done_at"][number - 1] if is_done else None,
                 ))
                 round_plan.append((group, times, members, number))
         rounds = Round.objects.bulk_create(rounds, batch_size=BATCH_SIZE)
