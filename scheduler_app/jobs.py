@@ -396,8 +396,8 @@ class JobTask(QueueOnce):
         items = int(result) if isinstance(result, (int, float)) else None
         duration = _finish(run, JobRunStatus.SUCCEEDED, items=items)
         logger.info(
-            "Job %s succeeded in %dms: %s items (attempt %d/%d)%s",
-            spec.name, duration, items if items is not None else 0, attempt, MAX_ATTEMPTS, " (dry run)" if dry_run else "",
+            "Job %s succeeded in %dms: %s items (attempt %d/%d%s)",
+            spec.name, duration, items if items is not None else 0, attempt, MAX_ATTEMPTS, ", dry run" if dry_run else "",
         )
         return {"status": "SUCCEEDED", "items_processed": items, "run_id": run.pk}
 
