@@ -58,7 +58,13 @@ from celery_once.helpers import queue_once_key
 from django.db import IntegrityError, close_old_connections, transaction
 from django.utils import timezone
 
-from scheduler_app.locks import CLAIM_HELD_ALREADY, CLAIM_REFUSED, LockHeld, LockRenewer, OwnedRedisBackend
+from scheduler_app.locks import (
+    CLAIM_HELD_ALREADY,
+    CLAIM_REFUSED,
+    LockHeld,
+    LockRenewer,
+    OwnedRedisBackend,
+)
 from scheduler_app.schedules import parse_crontab
 
 logger = logging.getLogger("scheduler")
@@ -264,9 +270,9 @@ class JobTask(QueueOnce):
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):
         """Send one run of this job under its lock.
 
-        Returns the AsyncResult, or an ``EagerResult`` in state REJECTED whose
-        ``info`` is the :class:`LockHeld` exception when the lock is held
-        (celery-once's graceful mode), or None for a duplicate trigger.
+        Returns the AsyncResult, or an ``EagerResult`` in state REJECTED
+        (celery-once's graceful mode) whose ``info`` is the :class:`LockHeld`
+        exception when the lock is held, or None for a duplicate trigger.
         """
         if options.get("retries"):
             # A retry message of a run that already holds the lock.
@@ -317,6 +323,8 @@ class JobTask(QueueOnce):
     _context = threading.local()
 
     def _run_attempt(self, request, kwargs):
+        from scheduler_app.models import JobRun
+
         spec = self.spec
         task_id = request.id
         attempt = request.retries + 1
@@ -326,7 +334,8 @@ class JobTask(QueueOnce):
         backend = self.once_backend
 
         self._context.keep_lock = False
-        if _is_known_duplicate(spec, task_id, scheduled_for, attempt):
+        existing = JobRun.objects.filter(task_id=task_id).only("status", "attempts").first()
+        if _is_known_duplicate(spec, existing, scheduled_for, attempt):
             # Decided by the database before touching the lock: the original
             # run may hold it under this very task id.
             self._context.keep_lock = _runs_under(task_id)
@@ -337,11 +346,11 @@ class JobTask(QueueOnce):
             if attempt > 1 and _fail_refused_retry(spec, task_id, attempt, holder):
                 self._context.keep_lock = True
                 return {"status": "FAILED", "skip_reason": "", "run_id": None}
-            run = _record_skip(spec, task_id, trigger, scheduled_for, JobRun_SKIP_LOCK_HELD, dry_run)
+            run = _record_skip(spec, task_id, trigger, scheduled_for, JobRun.SkipReason.LOCK_HELD, dry_run)
             _log_lock_skip(spec, holder)
             return {"status": "SKIPPED", "skip_reason": "lock_held", "run_id": run.pk if run else None}
 
-        run = _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run)
+        run = _begin_attempt(spec, existing, task_id, trigger, scheduled_for, attempt, dry_run)
         if run is None:
             # A second delivery of a message whose run still holds the lock
             # under the same task id must not release it in after_return.
@@ -375,26 +384,27 @@ class JobTask(QueueOnce):
                 try:
                     time.sleep(countdown)  # local runs honour the same backoff as the worker
                 except BaseException as interrupted:  # Ctrl-C while waiting: the run ends here
-                    _finish(run, JobRunStatus.FAILED, error=f"Interrupted during the retry wait after attempt {attempt}: "
-                            + "".join(traceback.format_exception(retry.exc)) if retry.exc else "")
+                    cause = "".join(traceback.format_exception(retry.exc)) if retry.exc else ""
+                    _finish(run, JobRun.Status.FAILED,
+                            error=f"Interrupted during the retry wait after attempt {attempt}: {cause}")
                     logger.error("Job %s interrupted during its retry wait after attempt %d/%d",
                                  spec.name, attempt, MAX_ATTEMPTS)
                     raise interrupted from None
             raise
         except (KeyboardInterrupt, SystemExit) as exc:
             # Ctrl-C or SIGTERM on a local run: an operator's decision, not a bug to trace.
-            duration = _finish(run, JobRunStatus.FAILED, error=f"Interrupted during attempt {attempt}: {exc!r}")
+            duration = _finish(run, JobRun.Status.FAILED, error=f"Interrupted during attempt {attempt}: {exc!r}")
             logger.error("Job %s interrupted during attempt %d/%d after %dms", spec.name, attempt, MAX_ATTEMPTS, duration)
             raise
         except BaseException as exc:
-            duration = _finish(run, JobRunStatus.FAILED, error="".join(traceback.format_exception(exc)))
+            duration = _finish(run, JobRun.Status.FAILED, error="".join(traceback.format_exception(exc)))
             logger.error(
                 "Job %s failed after %d attempts in %dms: %s",
                 spec.name, attempt, duration, _describe(exc), exc_info=exc,
             )
             raise
         items = int(result) if isinstance(result, (int, float)) else None
-        duration = _finish(run, JobRunStatus.SUCCEEDED, items=items)
+        duration = _finish(run, JobRun.Status.SUCCEEDED, items=items)
         logger.info(
             "Job %s succeeded in %dms: %s items (attempt %d/%d%s)",
             spec.name, duration, items if items is not None else 0, attempt, MAX_ATTEMPTS, ", dry run" if dry_run else "",
@@ -404,12 +414,16 @@ class JobTask(QueueOnce):
     # -- helpers -------------------------------------------------------------
 
     def _skip_duplicate(self, task_id, trigger, scheduled_for, dry_run) -> dict:
+        from scheduler_app.models import JobRun
+
         logger.info("Job %s skipped: scheduled time %s already has a run (duplicate, task %s)",
                     self.spec.name, iso(scheduled_for), task_id)
-        dup = _record_skip(self.spec, task_id, trigger, scheduled_for, "duplicate", dry_run)
+        dup = _record_skip(self.spec, task_id, trigger, scheduled_for, JobRun.SkipReason.DUPLICATE, dry_run)
         return {"status": "SKIPPED", "skip_reason": "duplicate", "run_id": dup.pk if dup else None}
 
     def _record_refused_send(self, task_id, trigger, scheduled_for, held: LockHeld, *, dry_run: bool) -> None:
+        from scheduler_app.models import JobRun
+
         holder = held.holder
         if scheduled_for is not None and holder is not None and slot_of_task_id(holder.token) == slot_of_task_id(task_id):
             logger.info(
@@ -417,16 +431,8 @@ class JobTask(QueueOnce):
                 self.spec.name, iso(scheduled_for), holder.token,
             )
             return
-        _record_skip(self.spec, task_id, trigger, scheduled_for, JobRun_SKIP_LOCK_HELD, dry_run)
+        _record_skip(self.spec, task_id, trigger, scheduled_for, JobRun.SkipReason.LOCK_HELD, dry_run)
         _log_lock_skip(self.spec, holder)
-
-
-JobRun_SKIP_LOCK_HELD = "lock_held"
-
-
-class JobRunStatus:
-    SUCCEEDED = "SUCCEEDED"
-    FAILED = "FAILED"
 
 
 def _describe(exc: BaseException | None) -> str:
@@ -441,7 +447,7 @@ def _working_run_exists(job: str, scheduled_for: dt.datetime) -> bool:
     return JobRun.objects.filter(job=job, scheduled_for=scheduled_for).exclude(status=JobRun.Status.SKIPPED).exists()
 
 
-def describe_holder(spec: JobSpec, holder) -> str:
+def describe_holder(holder) -> str:
     """``run 41 until 2026-11-30T02:09:58Z`` for a lock holder (a task id), or ``nobody``."""
     from scheduler_app.models import JobRun
 
@@ -454,7 +460,7 @@ def describe_holder(spec: JobSpec, holder) -> str:
 
 
 def _log_lock_skip(spec: JobSpec, holder) -> None:
-    logger.info("Job %s skipped: lock held by %s", spec.name, describe_holder(spec, holder))
+    logger.info("Job %s skipped: lock held by %s", spec.name, describe_holder(holder))
 
 
 def _record_skip(spec, task_id, trigger, scheduled_for, reason, dry_run):
@@ -508,47 +514,37 @@ def _runs_under(task_id: str) -> bool:
     return JobRun.objects.filter(task_id=task_id, status=JobRun.Status.RUNNING).exists()
 
 
-def _is_known_duplicate(spec: JobSpec, task_id: str, scheduled_for: dt.datetime | None, attempt: int) -> bool:
+def _is_known_duplicate(spec: JobSpec, existing, scheduled_for: dt.datetime | None, attempt: int) -> bool:
     """True when the database already shows this message's work as done or under way elsewhere.
 
-    A redelivered message of a finished run, or of an attempt already started,
+    ``existing`` is the ``JobRun`` under this message's task id, or None. A
+    redelivered message of a finished run, or of an attempt already started,
     and any message for a scheduled time that has a working run under another
-    task id. Races past this check are caught by the unique constraint in
-    :func:`_begin_attempt`.
+    task id. Races past this check are caught by :func:`_begin_attempt`.
     """
     from scheduler_app.models import JobRun
 
-    existing = JobRun.objects.filter(task_id=task_id).only("status", "attempts").first()
     if existing is not None:
         return existing.status != JobRun.Status.RUNNING or attempt <= existing.attempts
-    if scheduled_for is None:
-        return False
-    return JobRun.objects.filter(job=spec.name, scheduled_for=scheduled_for).exclude(
-        status=JobRun.Status.SKIPPED).exists()
+    return scheduled_for is not None and _working_run_exists(spec.name, scheduled_for)
 
 
-def _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run):
-    """Insert the run's row on the first attempt, or bump ``attempts`` on a retry.
+def _begin_attempt(spec, existing, task_id, trigger, scheduled_for, attempt, dry_run):
+    """Insert the run's row on the first attempt, or bump ``attempts`` on a retry of ``existing``.
 
-    Returns None when the scheduled time already has a working run (duplicate).
+    Returns None when another delivery got there first: the scheduled time's
+    working run exists (unique constraint), or a second delivery of the same
+    retry message already took this attempt (conditional UPDATE).
     """
     from scheduler_app.models import JobRun
 
-    existing = JobRun.objects.filter(task_id=task_id).first()
     if existing is not None:
-        # Only the next attempt of a run still RUNNING continues it; a message
-        # redelivered for a finished run, or for an attempt already started,
-        # does no work. The conditional UPDATE makes two deliveries of the same
-        # retry message race safely: one of them changes the row.
-        if existing.status != JobRun.Status.RUNNING or attempt <= existing.attempts:
-            return None
         claimed = JobRun.objects.filter(pk=existing.pk, status=JobRun.Status.RUNNING, attempts=existing.attempts).update(
             attempts=attempt, worker=worker_name(),
         )
         if not claimed:
             return None
-        existing.attempts = attempt
-        return existing
+        return JobRun.objects.get(pk=existing.pk)
     try:
         with transaction.atomic():
             run = JobRun.objects.create(
@@ -561,7 +557,7 @@ def _begin_attempt(spec, task_id, trigger, scheduled_for, attempt, dry_run):
         # A trigger for this time refused earlier (lock held) turned out to be
         # a duplicate of this run: say so, so the time shows one run and duplicates.
         JobRun.objects.filter(job=spec.name, scheduled_for=scheduled_for, status=JobRun.Status.SKIPPED,
-                              skip_reason=JobRun_SKIP_LOCK_HELD).update(skip_reason="duplicate")
+                              skip_reason=JobRun.SkipReason.LOCK_HELD).update(skip_reason=JobRun.SkipReason.DUPLICATE)
     return run
 
 
@@ -569,14 +565,14 @@ def _fail_refused_retry(spec: JobSpec, task_id: str, attempt: int, holder) -> bo
     """A retry that finds its lock taken (it waited longer than the TTL): end its run as FAILED, truthfully."""
     from scheduler_app.models import JobRun
 
+    who = describe_holder(holder)
     updated = JobRun.objects.filter(task_id=task_id, status=JobRun.Status.RUNNING).update(
         status=JobRun.Status.FAILED, finished_at=timezone.now(),
-        error=(f"Attempt {attempt} could not start: while this run waited for its retry its lock "
-               f"expired and {describe_holder(spec, holder)} holds it now."),
+        error=f"Attempt {attempt} could not start: while this run waited for its retry its lock expired and {who} holds it now.",
     )
     if updated:
         logger.error("Job %s: retry attempt %d/%d could not start: its lock was taken by %s",
-                     spec.name, attempt, MAX_ATTEMPTS, describe_holder(spec, holder))
+                     spec.name, attempt, MAX_ATTEMPTS, who)
     return bool(updated)
 
 
@@ -584,15 +580,11 @@ def _mark_lost_runs(spec: JobSpec, *, exclude_task_id: str) -> int:
     """Mark RUNNING rows of this job as FAILED: we hold the job's lock, so their holder is gone."""
     from scheduler_app.models import JobRun
 
-    now = timezone.now()
-    lost = JobRun.objects.filter(job=spec.name, status=JobRun.Status.RUNNING).exclude(task_id=exclude_task_id)
-    count = 0
-    for run in lost.only("pk", "started_at"):
-        count += JobRun.objects.filter(pk=run.pk, status=JobRun.Status.RUNNING).update(
-            status=JobRun.Status.FAILED, finished_at=now,
-            error=("Worker lost: the run's lock expired or was cleared before it finished (its worker died, "
-                   "or an operator cleared the lock); the work it did not do is left for the next run."),
-        )
+    count = JobRun.objects.filter(job=spec.name, status=JobRun.Status.RUNNING).exclude(task_id=exclude_task_id).update(
+        status=JobRun.Status.FAILED, finished_at=timezone.now(),
+        error=("Worker lost: the run's lock expired or was cleared before it finished (its worker died, "
+               "or an operator cleared the lock); the work it did not do is left for the next run."),
+    )
     if count:
         logger.warning("Job %s: marked %d run(s) as failed that lost their lock before finishing", spec.name, count)
     return count

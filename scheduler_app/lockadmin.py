@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from scheduler_app.jobs import JobSpec, describe_holder, load_registry
-from scheduler_app.locks import LockHolder, OwnedRedisBackend
+from scheduler_app.locks import LockHolder, default_backend
 
 logger = logging.getLogger("scheduler")
 
@@ -34,15 +34,11 @@ class LockStatus:
         return "free" if self.holder is None else f"held by {self.holder_text}"
 
 
-def _backend() -> OwnedRedisBackend:
-    return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
-
-
 def lock_status(spec: JobSpec) -> LockStatus:
     """Read who holds ``spec``'s lock and until when."""
-    holder = _backend().holder(spec.lock_key)
+    holder = default_backend().holder(spec.lock_key)
     expires = timezone.now() + dt.timedelta(milliseconds=holder.ttl_ms) if holder else None
-    return LockStatus(spec=spec, holder=holder, expires_at=expires, holder_text=describe_holder(spec, holder))
+    return LockStatus(spec=spec, holder=holder, expires_at=expires, holder_text=describe_holder(holder))
 
 
 def all_lock_statuses() -> list[LockStatus]:
@@ -97,7 +93,7 @@ def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False)
     Raises:
         HolderAlive: a worker still works on the holder and ``force`` is False.
     """
-    backend = _backend()
+    backend = default_backend()
     holder = backend.holder(spec.lock_key)
     if holder is None:
         return None

@@ -215,7 +215,8 @@ _tokens: dict[tuple[int, str], str] = {}
 _tokens_lock = threading.Lock()
 
 
-def _backend() -> OwnedRedisBackend:
+def default_backend() -> OwnedRedisBackend:
+    """The lock backend on the Redis of ``settings.CELERY_ONCE`` (the jobs' lock store)."""
     from django.conf import settings
 
     return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
@@ -233,7 +234,7 @@ def _take(name: str, ttl_seconds: float) -> str | None:
     _check(name, ttl_seconds)
     token = uuid.uuid4().hex
     try:
-        _backend().raise_or_lock(ADHOC_PREFIX + name, timeout=ttl_seconds, token=token)
+        default_backend().raise_or_lock(ADHOC_PREFIX + name, timeout=ttl_seconds, token=token)
     except AlreadyQueued:
         return None
     return token
@@ -264,7 +265,7 @@ def release_lock(name: str) -> bool:
         token = _tokens.pop((threading.get_ident(), name), None)
     if token is None:
         return False
-    return _backend().clear_lock(ADHOC_PREFIX + name, token=token)
+    return default_backend().clear_lock(ADHOC_PREFIX + name, token=token)
 
 
 def with_lock(name: str, fn: Callable[[], T], ttl_seconds: float) -> T | None:
@@ -287,4 +288,4 @@ def lock(name: str, ttl_seconds: float) -> Iterator[bool]:
         yield token is not None
     finally:
         if token is not None:
-            _backend().clear_lock(ADHOC_PREFIX + name, token=token)
+            default_backend().clear_lock(ADHOC_PREFIX + name, token=token)

@@ -91,7 +91,7 @@ class Command(BaseCommand):
         if result.state == states.REJECTED:
             held = result.info
             if isinstance(held, LockHeld):
-                self.stderr.write(f"Job {name} skipped: lock held by {describe_holder(spec, held.holder)}")
+                self.stderr.write(f"Job {name} skipped: lock held by {describe_holder(held.holder)}")
             else:
                 self.stderr.write(f"Job {name} skipped: another run holds this scheduled time")
             return EXIT_SKIPPED
@@ -108,7 +108,7 @@ class Command(BaseCommand):
         from scheduler_app.models import JobRun
 
         run = None
-        for _ in range(50):  # the row is written before the result; allow for replication of nothing but time
+        for _ in range(50):  # the worker finishes the row before it stores the result; a --local run, likewise
             run = JobRun.objects.filter(task_id=task_id).first()
             if run is not None and run.status != JobRun.Status.RUNNING:
                 break
