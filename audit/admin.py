@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.http import HttpRequest
 
 from audit.models import ArchivedAuditLog, AuditLog
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """No add, change or delete permission: rows are written by code only."""
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
+from scheduler_app.admin_base import ReadOnlyAdmin
 
 
 @admin.register(AuditLog)

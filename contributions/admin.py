@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from contributions.models import Contribution, SummaryDelivery, WeeklySummary
+from scheduler_app.admin_base import ReadOnlyAdmin
 
 
 @admin.register(Contribution)
@@ -48,18 +49,10 @@ class WeeklySummaryAdmin(admin.ModelAdmin):
 
 
 @admin.register(SummaryDelivery)
-class SummaryDeliveryAdmin(admin.ModelAdmin):
+class SummaryDeliveryAdmin(ReadOnlyAdmin):
+    """Read-only: a delivery row is what makes a second send impossible (SPEC §4)."""
+
     list_display = ("id", "summary", "membership", "sent_at")
     list_filter = (("sent_at", admin.DateFieldListFilter), "summary__week_start")
     list_select_related = ("summary", "membership")
     raw_id_fields = ("summary", "membership")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: object | None = None) -> bool:
-        # A delivery row is what makes a second send impossible (SPEC §4).
-        return False

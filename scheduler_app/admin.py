@@ -7,13 +7,14 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from scheduler_app.admin_base import ReadOnlyAdmin
 from scheduler_app.jobs import get_spec
 from scheduler_app.lockadmin import HolderAlive, all_lock_statuses, clear_job_lock
 from scheduler_app.models import JobRun
 
 
 @admin.register(JobRun)
-class JobRunAdmin(admin.ModelAdmin):
+class JobRunAdmin(ReadOnlyAdmin):
     """Read-only run history, newest first; the "Job locks" page shows and clears locks."""
 
     list_display = ("id", "job", "trigger", "scheduled_for", "status", "skip_reason", "attempts",
@@ -24,15 +25,6 @@ class JobRunAdmin(admin.ModelAdmin):
     readonly_fields = [f.name for f in JobRun._meta.fields]
     actions = ["clear_locks_of_selected_jobs"]
     change_list_template = "admin/scheduler_app/jobrun/change_list.html"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
     def get_urls(self):
         urls = super().get_urls()
