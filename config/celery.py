@@ -4,11 +4,15 @@ Configuration comes from Django settings (``CELERY_*``). Logging uses Django's
 ``LOGGING`` in every process, so worker, beat and ``manage.py`` lines look the
 same (SPEC §7).
 
-``-S django`` names django-celery-beat's ``DatabaseScheduler``; this app maps
-it to :class:`scheduler_app.beat.JobScheduler`, a subclass that keeps reading
-and writing django-celery-beat's tables but aligns interval schedules to the
-Unix epoch and stamps each message with the scheduled time it belongs to
-(SPEC §3, "exactly one run per scheduled time").
+The beat scheduler is named in settings: ``CELERY_BEAT_SCHEDULER`` is
+:class:`scheduler_app.beat.JobScheduler`, django-celery-beat's
+``DatabaseScheduler`` that keeps reading and writing its tables but aligns
+interval schedules to the Unix epoch and stamps each message with the
+scheduled time it belongs to (SPEC §3, "exactly one run per scheduled time").
+Operators start beat as django-celery-beat documents it, ``-S django``; that
+name asks for "the database scheduler", so it resolves to the configured
+scheduler whenever that is a ``DatabaseScheduler`` subclass (any other ``-S``
+value is used as given).
 """
 
 from __future__ import annotations
@@ -28,28 +32,32 @@ DJANGO_SCHEDULER_NAMES = frozenset({
     "django_celery_beat.schedulers:DatabaseScheduler",
     "django_celery_beat.schedulers.DatabaseScheduler",
 })
-JOB_SCHEDULER = "scheduler_app.beat:JobScheduler"
 
 
-class JobBeatService(Service):
-    """Beat service that resolves django-celery-beat's scheduler to ours."""
+class ConfiguredDatabaseSchedulerService(Service):
+    """Beat service for which ``-S django`` means the ``DatabaseScheduler`` named in ``CELERY_BEAT_SCHEDULER``."""
 
     def get_scheduler(self, lazy=False, extension_namespace="celery.beat_schedulers"):
-        if self.scheduler_cls in DJANGO_SCHEDULER_NAMES:
-            self.scheduler_cls = JOB_SCHEDULER
+        configured = self.app.conf.beat_scheduler
+        if self.scheduler_cls in DJANGO_SCHEDULER_NAMES and configured not in DJANGO_SCHEDULER_NAMES:
+            from celery.utils.imports import symbol_by_name
+            from django_celery_beat.schedulers import DatabaseScheduler
+
+            if issubclass(symbol_by_name(configured), DatabaseScheduler):
+                self.scheduler_cls = configured
         return super().get_scheduler(lazy=lazy, extension_namespace=extension_namespace)
 
 
-class JobBeat(Beat):
-    Service = JobBeatService
+class ConfiguredBeat(Beat):
+    Service = ConfiguredDatabaseSchedulerService
 
 
 class JobsCelery(Celery):
-    """Celery app whose ``beat`` uses :class:`JobBeatService`."""
+    """Celery app whose ``beat -S django`` runs the configured database scheduler."""
 
     @property
     def Beat(self):  # noqa: N802 - Celery's name
-        return self.subclass_with_self(JobBeat)
+        return self.subclass_with_self(ConfiguredBeat)
 
 
 def _load_settings() -> None:

@@ -265,18 +265,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# django-celery-beat's DatabaseScheduler with scheduled times (SPEC §3); also what `beat -S django` runs.
+CELERY_BEAT_SCHEDULER = "scheduler_app.beat:JobScheduler"
 # Longest a job may run (hard time limit) plus its retry countdowns must stay
 # below this, or Redis would hand a retry message to a second worker while it
-# is still waiting (checked at start-up by scheduler_app.jobs).
+# is still waiting (checked when a job is registered, scheduler_app.registry).
 CELERY_BROKER_VISIBILITY_TIMEOUT = 4 * 3600
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_ONCE = {
     "backend": "scheduler_app.locks.OwnedRedisBackend",
-    # blocking_timeout: seconds a beat trigger waits for a run of an earlier
-    # scheduled time to release the lock before it is skipped as lock_held.
-    "settings": {"url": REDIS_URL, "default_timeout": 600, "blocking_timeout": 1.0},
+    # celery-once's blocking / blocking_timeout: a beat trigger waits up to
+    # blocking_timeout seconds for a run of an earlier scheduled time to
+    # release the lock before it is skipped as lock_held (manual triggers
+    # never wait; without blocking nothing waits).
+    "settings": {"url": REDIS_URL, "default_timeout": 600, "blocking": True, "blocking_timeout": 1.0},
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True
 

@@ -8,9 +8,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from scheduler_app.admin_base import ReadOnlyAdmin
-from scheduler_app.jobs import get_spec
-from scheduler_app.lockadmin import HolderAlive, all_lock_statuses, clear_job_lock
+from scheduler_app.lock_services import HolderAlive, all_lock_statuses, clear_job_lock
 from scheduler_app.models import JobRun
+from scheduler_app.registry import get_spec
 
 
 @admin.register(JobRun)

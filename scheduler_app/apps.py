@@ -2,6 +2,12 @@ from django.apps import AppConfig
 
 
 class SchedulerAppConfig(AppConfig):
+    """The job engine's Django app: run history, admin, commands (see the package docstring)."""
+
     name = "scheduler_app"
     verbose_name = "Scheduler"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        # Connect the Celery signal handlers in every process that loads Django (worker, beat, manage.py).
+        from scheduler_app import signals  # noqa: F401

@@ -23,7 +23,7 @@ from celery import schedules
 from django.utils import timezone
 from django_celery_beat.schedulers import DatabaseScheduler, ModelEntry
 
-from scheduler_app.jobs import iso
+from scheduler_app.context import iso
 from scheduler_app.schedules import AlignedSchedule, slot_for
 
 logger = logging.getLogger("scheduler")

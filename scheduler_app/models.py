@@ -1,9 +1,154 @@
-"""Run history: one :class:`JobRun` row per job run (SPEC §3)."""
+"""Run history: one :class:`JobRun` row per job run (SPEC §3).
+
+Every change of a run's state is a method of :class:`JobRunQuerySet`
+(``JobRun.objects``): begin, retry, finish, skip, refuse, revoke and mark
+lost. They are the only code that writes ``JobRun``; each is one INSERT or
+one conditional UPDATE, so two processes racing for the same run cannot
+both win (the database is the fence, the lock in Redis the fast path).
+"""
 
 from __future__ import annotations
 
-from django.db import models
+import datetime as dt
+import logging
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.utils import timezone
+
+from scheduler_app.context import iso, worker_name
+
+if TYPE_CHECKING:
+    from scheduler_app.locks import LockHolder
+
+logger = logging.getLogger("scheduler")
+
+LOST_RUN_ERROR = (
+    "Worker lost: the run's lock expired or was cleared before it finished (its worker died, "
+    "or an operator cleared the lock); the work it did not do is left for the next run."
+)
+
+
+class JobRunQuerySet(models.QuerySet):
+    """The run history's state changes (module docstring)."""
+
+    def working_run_exists(self, job: str, scheduled_for: dt.datetime) -> bool:
+        """True when ``scheduled_for`` of ``job`` already has a run that is not SKIPPED (SPEC §3)."""
+        return self.filter(job=job, scheduled_for=scheduled_for).exclude(status=JobRun.Status.SKIPPED).exists()
+
+    def running_under(self, task_id: str) -> bool:
+        """True when a RUNNING run owns ``task_id`` (a redelivered copy must leave its lock alone)."""
+        return self.filter(task_id=task_id, status=JobRun.Status.RUNNING).exists()
+
+    def record_skip(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
+                    reason: str, dry_run: bool) -> JobRun | None:
+        """Insert a SKIPPED run (``reason``: a :class:`JobRun.SkipReason`); return it, or the row already under ``task_id``."""
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                return self.create(
+                    job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.SKIPPED,
+                    skip_reason=reason, dry_run=dry_run, attempts=0, started_at=now, finished_at=now, duration_ms=0,
+                    worker=worker_name(), task_id=task_id,
+                )
+        except IntegrityError:
+            return self.filter(task_id=task_id).first()
+
+    def begin(self, *, job: str, existing: JobRun | None, task_id: str, trigger: str,
+              scheduled_for: dt.datetime | None, attempt: int, dry_run: bool) -> JobRun | None:
+        """Start attempt ``attempt`` (1-based): insert the run on the first, bump ``attempts`` of ``existing`` on a retry.
+
+        Returns None when another delivery got there first: the scheduled
+        time's working run exists (unique constraint), or a second delivery of
+        the same retry message already took this attempt (conditional UPDATE).
+        """
+        if existing is not None:
+            claimed = self.filter(pk=existing.pk, status=JobRun.Status.RUNNING, attempts=existing.attempts).update(
+                attempts=attempt, worker=worker_name(),
+            )
+            return self.get(pk=existing.pk) if claimed else None
+        try:
+            with transaction.atomic():
+                run = self.create(
+                    job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.RUNNING,
+                    dry_run=dry_run, attempts=attempt, started_at=timezone.now(), worker=worker_name(), task_id=task_id,
+                )
+        except IntegrityError:
+            return None
+        if scheduled_for is not None:
+            # A trigger for this time refused earlier (lock held) turned out to be
+            # a duplicate of this run: say so, so the time shows one run and duplicates.
+            self.filter(job=job, scheduled_for=scheduled_for, status=JobRun.Status.SKIPPED,
+                        skip_reason=JobRun.SkipReason.LOCK_HELD).update(skip_reason=JobRun.SkipReason.DUPLICATE)
+        return run
+
+    def is_known_duplicate(self, existing: JobRun | None, *, job: str, scheduled_for: dt.datetime | None,
+                           attempt: int) -> bool:
+        """True when the database already shows this message's work as done or under way elsewhere.
+
+        ``existing`` is the run under this message's task id, or None. True
+        for a redelivered message of a finished run or of an attempt already
+        started, and for any message of a scheduled time that has a working
+        run under another task id. Races past this check are caught by :meth:`begin`.
+        """
+        if existing is not None:
+            return existing.status != JobRun.Status.RUNNING or attempt <= existing.attempts
+        return scheduled_for is not None and self.working_run_exists(job, scheduled_for)
+
+    def fail_refused_retry(self, task_id: str, attempt: int, holder_text: str) -> bool:
+        """End a RUNNING run as FAILED because its retry found the lock taken; True if this call ended it."""
+        return bool(self.filter(task_id=task_id, status=JobRun.Status.RUNNING).update(
+            status=JobRun.Status.FAILED, finished_at=timezone.now(),
+            error=(f"Attempt {attempt} could not start: while this run waited for its retry its lock expired "
+                   f"and {holder_text} holds it now."),
+        ))
+
+    def mark_lost(self, job: str, *, exclude_task_id: str) -> int:
+        """Mark ``job``'s other RUNNING runs FAILED: the caller holds the job's lock, so their holder is gone. Returns how many."""
+        return self.filter(job=job, status=JobRun.Status.RUNNING).exclude(task_id=exclude_task_id).update(
+            status=JobRun.Status.FAILED, finished_at=timezone.now(), error=LOST_RUN_ERROR,
+        )
+
+    def record_attempt_error(self, run: JobRun, error: str) -> None:
+        """Keep the failed attempt's traceback on a run that will retry."""
+        self.filter(pk=run.pk).update(error=error)
+
+    def finish(self, run: JobRun, status: str, *, items: int | None = None, error: str = "") -> int:
+        """Write a run's outcome (``status``: SUCCEEDED or FAILED); return its duration in milliseconds since ``started_at``."""
+        now = timezone.now()
+        duration = max(int((now - run.started_at).total_seconds() * 1000), 0)
+        self.filter(pk=run.pk).update(status=status, finished_at=now, duration_ms=duration, items_processed=items,
+                                      error=error)
+        return duration
+
+    def record_revoked(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
+                       dry_run: bool, why: str) -> None:
+        """A message revoked or expired before it ran: its RUNNING run, or a new row, becomes FAILED ``Revoked: why``."""
+        now = timezone.now()
+        error = f"Revoked: {why}."
+        updated = self.filter(task_id=task_id, status=JobRun.Status.RUNNING).update(
+            status=JobRun.Status.FAILED, finished_at=now, error=error)
+        if updated or self.filter(task_id=task_id).exists():
+            return
+        try:
+            with transaction.atomic():
+                self.create(
+                    job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.FAILED,
+                    dry_run=dry_run, attempts=0, started_at=now, finished_at=now, duration_ms=0,
+                    worker=worker_name(), task_id=task_id, error=error,
+                )
+        except IntegrityError:
+            pass  # the scheduled time has a working run already
+
+    def describe_holder(self, holder: LockHolder | None) -> str:
+        """``run 41 until 2026-11-30T02:09:58Z`` for a lock holder (its token is a task id), or ``nobody``."""
+        if holder is None:
+            return "nobody"
+        until = iso(timezone.now() + dt.timedelta(milliseconds=holder.ttl_ms))
+        run = self.filter(task_id=holder.token).only("pk").first()
+        who = f"run {run.pk}" if run else f"task {holder.token} (queued)"
+        return f"{who} until {until}"
 
 
 class JobRun(models.Model):
@@ -50,6 +195,8 @@ class JobRun(models.Model):
     worker = models.CharField(max_length=255, blank=True, help_text="Celery worker hostname and pid, or the host of a --local run.")
     task_id = models.CharField(max_length=255, unique=True)
     error = models.TextField(blank=True)
+
+    objects = JobRunQuerySet.as_manager()
 
     class Meta:
         ordering = ["-started_at", "-id"]

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
-from scheduler_app.jobs import load_registry
+from scheduler_app.registry import load_registry
 
 
 def _crontab_row(expression: str) -> CrontabSchedule:

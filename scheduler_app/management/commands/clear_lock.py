@@ -6,8 +6,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scheduler_app.jobs import get_spec
-from scheduler_app.lockadmin import HolderAlive, clear_job_lock, lock_status
+from scheduler_app.lock_services import HolderAlive, clear_job_lock, lock_status
+from scheduler_app.registry import get_spec
 
 
 class Command(BaseCommand):

@@ -14,8 +14,10 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scheduler_app.jobs import describe_holder, get_spec, load_registry
+from scheduler_app.context import MAX_ATTEMPTS
 from scheduler_app.locks import LockHeld
+from scheduler_app.models import JobRun
+from scheduler_app.registry import get_spec, load_registry
 
 EXIT_SUCCEEDED, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
@@ -91,7 +93,7 @@ class Command(BaseCommand):
         if result.state == states.REJECTED:
             held = result.info
             if isinstance(held, LockHeld):
-                self.stderr.write(f"Job {name} skipped: lock held by {describe_holder(held.holder)}")
+                self.stderr.write(f"Job {name} skipped: lock held by {JobRun.objects.describe_holder(held.holder)}")
             else:
                 self.stderr.write(f"Job {name} skipped: another run holds this scheduled time")
             return EXIT_SKIPPED
@@ -105,8 +107,6 @@ class Command(BaseCommand):
         return self._report(name, result.id)
 
     def _report(self, name: str, task_id: str) -> int:
-        from scheduler_app.models import JobRun
-
         run = None
         for _ in range(50):  # the worker finishes the row before it stores the result; a --local run, likewise
             run = JobRun.objects.filter(task_id=task_id).first()
@@ -119,7 +119,7 @@ class Command(BaseCommand):
         if run.status == JobRun.Status.SUCCEEDED:
             self.stdout.write(
                 f"Job {name} succeeded in {run.duration_ms}ms: {run.items_processed or 0} items "
-                f"(run {run.pk}, attempt {run.attempts}/3{', dry run' if run.dry_run else ''})"
+                f"(run {run.pk}, attempt {run.attempts}/{MAX_ATTEMPTS}{', dry run' if run.dry_run else ''})"
             )
             return EXIT_SUCCEEDED
         if run.status == JobRun.Status.SKIPPED:

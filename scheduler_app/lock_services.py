@@ -1,4 +1,4 @@
-"""What operators see of job locks, and the forced clear (SPEC §6).
+"""Lock services for operators: who holds each job's lock, and the audited clear (SPEC §6).
 
 Clearing is written to the audit log through the function named by the
 ``SCHEDULER_AUDIT_LOG_FUNCTION`` setting (``audit.services.create_audit_log``),
@@ -15,8 +15,9 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from scheduler_app.jobs import JobSpec, describe_holder, load_registry
 from scheduler_app.locks import LockHolder, default_backend
+from scheduler_app.models import JobRun
+from scheduler_app.registry import JobSpec, load_registry
 
 logger = logging.getLogger("scheduler")
 
@@ -38,7 +39,7 @@ def lock_status(spec: JobSpec) -> LockStatus:
     """Read who holds ``spec``'s lock and until when."""
     holder = default_backend().holder(spec.lock_key)
     expires = timezone.now() + dt.timedelta(milliseconds=holder.ttl_ms) if holder else None
-    return LockStatus(spec=spec, holder=holder, expires_at=expires, holder_text=describe_holder(holder))
+    return LockStatus(spec=spec, holder=holder, expires_at=expires, holder_text=JobRun.objects.describe_holder(holder))
 
 
 def all_lock_statuses() -> list[LockStatus]:
@@ -73,8 +74,6 @@ def _renewing_run(spec: JobSpec, holder: LockHolder) -> str | None:
     A live holder renews every TTL/3, so its lock never has less than about
     two thirds of the TTL left; a dead one's decays below that within TTL/3.
     """
-    from scheduler_app.models import JobRun
-
     run = JobRun.objects.filter(task_id=holder.token, status=JobRun.Status.RUNNING).only("worker").first()
     if run is None:
         return None

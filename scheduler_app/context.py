@@ -1,0 +1,121 @@
+"""What one run is: its :class:`JobContext`, its task id and its scheduled time as text.
+
+A run's Celery task id is ``<job>:<scheduled time or "manual">:<32 hex>``
+(:func:`make_task_id`); it is also the value of the job's lock while the run
+holds it, so anyone who reads the lock can tell which scheduled time its
+holder belongs to (:func:`slot_of_task_id`). Times are written as
+``2026-11-30T02:00:00Z`` (:func:`iso`), always UTC (SPEC §7).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scheduler_app.registry import JobSpec
+
+UTC = dt.timezone.utc
+logger = logging.getLogger("scheduler")
+
+#: Attempts of one run in all (SPEC §3): the first and two retries.
+MAX_ATTEMPTS = 3
+#: Countdown before the first retry, in seconds; doubled for each next one (1 s, then 2 s; no jitter).
+RETRY_BACKOFF_SECONDS = 1
+
+
+def make_task_id(job_name: str, scheduled_for: dt.datetime | None) -> str:
+    """Task id of one message: ``<job>:<YYYYmmddTHHMMSSZ|manual>:<32 hex>`` (also the lock token).
+
+    Args:
+        job_name: the job name (SPEC §3), e.g. ``"archive-audit-logs"``.
+        scheduled_for: the aware scheduled time, or None for a manual run.
+    """
+    slot = scheduled_for.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ") if scheduled_for else "manual"
+    return f"{job_name}:{slot}:{uuid.uuid4().hex}"
+
+
+def slot_of_task_id(task_id: str) -> str | None:
+    """The scheduled-time part of a task id made by :func:`make_task_id` (``"manual"`` for manual runs; None for other ids)."""
+    parts = task_id.split(":")
+    return parts[1] if len(parts) == 3 else None
+
+
+def iso(moment: dt.datetime | None) -> str:
+    """``2026-11-30T02:00:00Z`` for an aware datetime (converted to UTC); ``-`` for None."""
+    if moment is None:
+        return "-"
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str | dt.datetime | None) -> dt.datetime | None:
+    """An aware datetime from ISO 8601 text (``Z`` allowed; naive text is read as UTC); None stays None.
+
+    Raises:
+        ValueError: the text is not ISO 8601.
+    """
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def worker_name() -> str:
+    """``hostname:pid`` of this process (stored on each run as ``JobRun.worker``)."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def describe_error(exc: BaseException | None) -> str:
+    """``TypeName: message`` of an exception for one log line; ``unknown error`` for None."""
+    if exc is None:
+        return "unknown error"
+    return f"{type(exc).__name__}: {exc}"
+
+
+@dataclasses.dataclass
+class JobContext:
+    """What a job function gets: the run it belongs to and how to behave.
+
+    Attributes:
+        spec: the job's :class:`~scheduler_app.registry.JobSpec`.
+        run_id: primary key of the ``JobRun`` row.
+        trigger: ``JobRun.Trigger.BEAT`` or ``JobRun.Trigger.MANUAL``.
+        scheduled_for: the scheduled time (aware UTC) or None for manual runs.
+        attempt: 1-based attempt number (1 to ``MAX_ATTEMPTS``).
+        dry_run: report what would change and change nothing.
+        deadline: ``time.monotonic()`` value after which :meth:`should_stop` is True, or None.
+        logger: the engine's logger (``scheduler``).
+    """
+
+    spec: JobSpec
+    run_id: int
+    trigger: str
+    scheduled_for: dt.datetime | None
+    attempt: int
+    dry_run: bool
+    deadline: float | None = None
+    logger: logging.Logger = logger
+
+    def should_stop(self) -> bool:
+        """True when the job should stop between batches: its soft time limit is near.
+
+        The budget is ``soft_time_limit`` minus 10% (at least 5 s) from the
+        attempt's start (see :func:`attempt_deadline`); work left over is done
+        by the next run.
+        """
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+
+def attempt_deadline(spec: JobSpec) -> float:
+    """The ``time.monotonic()`` value at which an attempt starting now should stop between batches.
+
+    ``soft_time_limit`` seconds minus 10% of it (at least 5 s), at least 1 s from now.
+    """
+    budget = max(spec.soft_time_limit - max(spec.soft_time_limit * 0.1, 5), 1)
+    return time.monotonic() + budget

@@ -1,0 +1,375 @@
+"""The base task every job runs on: send, claim, run, retry, finish (SPEC §3, §6, §7).
+
+:class:`JobTask` is a celery-once ``QueueOnce`` subclass. What every run of
+every job does:
+
+1. **Send** (``apply_async``, in beat or ``run_job``): the task id is made
+   first (``<job>:<scheduled time or "manual">:<random>``) and the job's lock
+   (one celery-once key per job) is taken with that id as its token. If the
+   lock is held, nothing is queued: the skip is logged with the holder and the
+   expiry, and recorded as a SKIPPED ``JobRun`` (``lock_held``) unless the
+   holder is a run for the same scheduled time (then it is a duplicate send
+   by a second beat and only logged).
+2. **Claim** (worker, each attempt): the database is asked first whether this
+   message's work is already done or under way (a duplicate is recorded as
+   SKIPPED ``duplicate`` and does nothing); then the worker confirms it still
+   holds the lock under its task id (or takes it if it expired while queued);
+   the first attempt inserts the ``JobRun`` row, where the database's
+   one-working-run-per-scheduled-time constraint has the last word.
+3. **Run**: runs of the same job that lost their lock are marked failed
+   (their worker died), then the job function runs with the lock renewed
+   every TTL/3.
+4. **Retry**: ``autoretry_for=(Exception,)``, ``max_retries=2``,
+   ``retry_backoff=1``, ``retry_jitter=False``: 3 attempts, the 2nd 1 s after
+   the first failure, the 3rd 2 s after the second. The lock stays held
+   through the backoff (celery-once's ``after_return`` is not called for
+   RETRY).
+5. **Finish**: the row gets its outcome, the lock is released by
+   compare-and-delete on the task id, a failed run is logged with its
+   traceback and reaches Sentry once (the Celery integration reports only the
+   final attempt's exception).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+from celery import Task, states
+from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
+from celery.result import EagerResult
+from celery_once import QueueOnce
+from django.db import close_old_connections
+
+from scheduler_app.context import (
+    MAX_ATTEMPTS,
+    RETRY_BACKOFF_SECONDS,
+    JobContext,
+    attempt_deadline,
+    describe_error,
+    iso,
+    make_task_id,
+    parse_iso,
+    slot_of_task_id,
+)
+from scheduler_app.locks import CLAIM_HELD_ALREADY, CLAIM_REFUSED, LockHeld, LockRenewer, OwnedRedisBackend
+from scheduler_app.models import JobRun
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from scheduler_app.registry import JobSpec
+
+logger = logging.getLogger("scheduler")
+
+
+@dataclasses.dataclass(frozen=True)
+class Attempt:
+    """One delivery of a job message to a worker (or to a local run).
+
+    Attributes:
+        task_id: the Celery task id (also the lock token).
+        number: 1-based attempt number.
+        trigger: ``JobRun.Trigger`` value.
+        scheduled_for: aware UTC scheduled time, or None for a manual run.
+        dry_run: change nothing.
+    """
+
+    task_id: str
+    number: int
+    trigger: str
+    scheduled_for: dt.datetime | None
+    dry_run: bool
+
+    @classmethod
+    def of(cls, request: Any, kwargs: dict) -> Attempt:
+        """Read the attempt from a Celery request and the task kwargs."""
+        return cls(task_id=request.id, number=request.retries + 1,
+                   trigger=kwargs.get("trigger", JobRun.Trigger.MANUAL),
+                   scheduled_for=parse_iso(kwargs.get("scheduled_for")), dry_run=bool(kwargs.get("dry_run", False)))
+
+
+def outcome(status: str, *, run: JobRun | None, skip_reason: str = "", items: int | None = None) -> dict:
+    """The task's return value: ``{"status", "skip_reason", "items_processed", "run_id"}`` (stored as the Celery result)."""
+    return {"status": status, "skip_reason": skip_reason, "items_processed": items,
+            "run_id": run.pk if run is not None else None}
+
+
+class JobTask(QueueOnce):
+    """Base task of every job: celery-once lock with an owner, retries, run history.
+
+    Task kwargs (all optional): ``trigger`` (``"beat"``/``"manual"``),
+    ``scheduled_for`` (ISO 8601 UTC string), ``dry_run`` (bool).
+    """
+
+    abstract = True
+    typing = False
+    spec: JobSpec
+    job_function: Callable[[JobContext], int | None]
+
+    autoretry_for = (Exception,)
+    dont_autoretry_for = (SoftTimeLimitExceeded, TimeLimitExceeded)
+    max_retries = MAX_ATTEMPTS - 1
+    retry_backoff = RETRY_BACKOFF_SECONDS
+    retry_backoff_max = 600
+    retry_jitter = False
+    acks_late = False
+
+    #: Per-thread state of the running attempt: ``ctx`` (its :class:`JobContext`) and ``keep_lock``.
+    _context = threading.local()
+
+    @classmethod
+    def current_context(cls) -> JobContext:
+        """The :class:`JobContext` of the attempt running in this thread (read by the task body)."""
+        return cls._context.ctx
+
+    # -- celery-once hooks ---------------------------------------------------
+
+    @property
+    def once_backend(self) -> OwnedRedisBackend:  # type: ignore[override]
+        """The owned lock backend (one per task class, built from ``CELERY_ONCE["settings"]``)."""
+        backend = getattr(type(self), "_backend_instance", None)
+        if backend is None:
+            backend = OwnedRedisBackend(self.once_config["settings"])
+            type(self)._backend_instance = backend
+        return backend
+
+    def get_key(self, args=None, kwargs=None) -> str:
+        """One lock per job, whatever the kwargs (SPEC §6)."""
+        return self.spec.lock_key
+
+    # -- 1. send ---------------------------------------------------------------
+
+    def reserve(self, kwargs: dict | None = None, headers: dict | None = None, task_id: str | None = None):
+        """Prepare one run and take the job's lock for it (module docstring, step 1).
+
+        Args:
+            kwargs: task kwargs (``trigger``, ``scheduled_for``, ``dry_run``).
+            headers: message headers; ``scheduled_for`` (set by the beat scheduler) marks a beat trigger.
+            task_id: use this id instead of making one.
+        Returns:
+            ``(task_id, kwargs, None)`` when the lock is now held under ``task_id``,
+            or ``(task_id, kwargs, rejected)`` with an ``EagerResult`` in state
+            REJECTED (its ``info`` the :class:`LockHeld`, or None for a duplicate).
+        Raises:
+            ValueError: an unknown trigger, or a beat trigger without its scheduled time.
+        """
+        kwargs = dict(kwargs or {})
+        headers = headers or {}
+        # Only JobScheduler stamps ``scheduled_for``; a message with just
+        # ``periodic_task_name`` is the admin's "Run selected tasks": manual.
+        from_beat = bool(headers.get("scheduled_for"))
+        trigger = kwargs.setdefault("trigger", JobRun.Trigger.BEAT if from_beat else JobRun.Trigger.MANUAL)
+        if trigger not in JobRun.Trigger.values:
+            raise ValueError(f"trigger={trigger!r} is invalid: one of {', '.join(map(repr, JobRun.Trigger.values))}")
+        scheduled_for = parse_iso(kwargs.get("scheduled_for") or headers.get("scheduled_for"))
+        if trigger == JobRun.Trigger.BEAT and scheduled_for is None:
+            raise ValueError(f"a beat trigger of {self.spec.name} needs its scheduled time (kwarg or header scheduled_for)")
+        if trigger == JobRun.Trigger.MANUAL:
+            scheduled_for = None
+            kwargs.pop("scheduled_for", None)
+        if scheduled_for is not None:
+            kwargs["scheduled_for"] = iso(scheduled_for)
+        task_id = task_id or make_task_id(self.spec.name, scheduled_for)
+
+        if scheduled_for is not None and JobRun.objects.working_run_exists(self.spec.name, scheduled_for):
+            logger.info("Job %s skipped: scheduled time %s already has a run (duplicate trigger)",
+                        self.spec.name, iso(scheduled_for))
+            return task_id, kwargs, EagerResult(task_id, None, states.REJECTED)
+        try:
+            self._take_lock(task_id, scheduled_for)
+        except LockHeld as held:
+            self._record_refused_send(task_id, trigger, scheduled_for, held, dry_run=bool(kwargs.get("dry_run")))
+            return task_id, kwargs, EagerResult(task_id, held, states.REJECTED)
+        return task_id, kwargs, None
+
+    def _take_lock(self, task_id: str, scheduled_for: dt.datetime | None) -> None:
+        """Take the job's lock under ``task_id``; raise :class:`LockHeld` when another run holds it.
+
+        A beat trigger waits while the holder is a run of another scheduled
+        time, as celery-once's ``blocking`` / ``blocking_timeout`` settings
+        say, so a short overlap does not cost a scheduled time; a holder for
+        the same scheduled time means this trigger is a duplicate and ends the
+        wait at once. Manual triggers never wait.
+        """
+        own_slot = slot_of_task_id(task_id)
+        once = self.once_config["settings"]
+        wait = float(once.get("blocking_timeout", 0)) if scheduled_for is not None and once.get("blocking") else 0.0
+        self.once_backend.raise_or_lock(
+            self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id, wait=wait,
+            keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,
+        )
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, **options):
+        """Send one run of this job under its lock.
+
+        Returns the AsyncResult, or an ``EagerResult`` in state REJECTED
+        (celery-once's graceful mode) whose ``info`` is the :class:`LockHeld`
+        exception when the lock is held, or None for a duplicate trigger.
+        """
+        if options.get("retries"):
+            # A retry message of a run that already holds the lock.
+            return Task.apply_async(self, args, kwargs, task_id=task_id, **options)
+        task_id, kwargs, rejected = self.reserve(kwargs, options.get("headers"), task_id)
+        if rejected is not None:
+            return rejected
+        try:
+            return Task.apply_async(self, args, kwargs, task_id=task_id, **options)
+        except Exception:
+            self.once_backend.clear_lock(self.spec.lock_key, token=task_id)
+            raise
+
+    def run_locally(self, kwargs: dict | None = None):
+        """Run in this process under the same lock, retries, time limits and history (``run_job --local``).
+
+        Returns the ``EagerResult`` (REJECTED when the lock is held).
+        """
+        from scheduler_app.local import run_locally
+
+        return run_locally(self, kwargs)
+
+    def after_return(self, status, retval, task_id, args, kwargs, einfo):
+        """Release the lock after the last attempt, only if this run holds it (compare-and-delete)."""
+        if getattr(self._context, "keep_lock", False):
+            self._context.keep_lock = False
+            return
+        self.once_backend.clear_lock(self.spec.lock_key, token=task_id)
+
+    # -- 2.-5. one attempt on a worker ----------------------------------------
+
+    def __call__(self, *args, **kwargs):
+        request = self.request
+        if request.called_directly:
+            return self.run(*args, **kwargs)
+        close_old_connections()
+        try:
+            return self._run_attempt(Attempt.of(request, kwargs), kwargs)
+        finally:
+            close_old_connections()
+
+    def _run_attempt(self, attempt: Attempt, kwargs: dict) -> dict:
+        """Claim the run for ``attempt`` and run it, or record why not (module docstring, steps 2-5)."""
+        self._context.keep_lock = False
+        existing = JobRun.objects.filter(task_id=attempt.task_id).only("status", "attempts").first()
+        if JobRun.objects.is_known_duplicate(existing, job=self.spec.name, scheduled_for=attempt.scheduled_for,
+                                             attempt=attempt.number):
+            # Decided by the database before touching the lock: the original
+            # run may hold it under this very task id.
+            return self._skip_duplicate(attempt, keep_lock=JobRun.objects.running_under(attempt.task_id))
+        claim = self.once_backend.claim(self.spec.lock_key, attempt.task_id, self.spec.lock_ttl)
+        if claim == CLAIM_REFUSED:
+            return self._refuse(attempt)
+        run = JobRun.objects.begin(job=self.spec.name, existing=existing, task_id=attempt.task_id,
+                                   trigger=attempt.trigger, scheduled_for=attempt.scheduled_for,
+                                   attempt=attempt.number, dry_run=attempt.dry_run)
+        if run is None:
+            # A second delivery of a message whose run still holds the lock
+            # under the same task id must not release it in after_return.
+            return self._skip_duplicate(attempt, keep_lock=claim == CLAIM_HELD_ALREADY)
+        self._mark_lost_runs(attempt)
+        return self._execute(run, attempt, kwargs)
+
+    def _refuse(self, attempt: Attempt) -> dict:
+        """Another run holds the lock: a retry's run ends FAILED, a first attempt is a SKIPPED ``lock_held``."""
+        holder = self.once_backend.holder(self.spec.lock_key)
+        holder_text = JobRun.objects.describe_holder(holder)
+        if attempt.number > 1 and JobRun.objects.fail_refused_retry(attempt.task_id, attempt.number, holder_text):
+            logger.error("Job %s: retry attempt %d/%d could not start: its lock was taken by %s",
+                         self.spec.name, attempt.number, MAX_ATTEMPTS, holder_text)
+            self._context.keep_lock = True
+            return outcome(JobRun.Status.FAILED, run=None)
+        run = JobRun.objects.record_skip(job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger,
+                                         scheduled_for=attempt.scheduled_for, reason=JobRun.SkipReason.LOCK_HELD,
+                                         dry_run=attempt.dry_run)
+        logger.info("Job %s skipped: lock held by %s", self.spec.name, holder_text)
+        return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.LOCK_HELD)
+
+    def _skip_duplicate(self, attempt: Attempt, *, keep_lock: bool) -> dict:
+        """Record this message as a SKIPPED ``duplicate``; ``keep_lock``: the lock belongs to the original run."""
+        self._context.keep_lock = keep_lock
+        logger.info("Job %s skipped: scheduled time %s already has a run (duplicate, task %s)",
+                    self.spec.name, iso(attempt.scheduled_for), attempt.task_id)
+        run = JobRun.objects.record_skip(job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger,
+                                         scheduled_for=attempt.scheduled_for, reason=JobRun.SkipReason.DUPLICATE,
+                                         dry_run=attempt.dry_run)
+        return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.DUPLICATE)
+
+    def _mark_lost_runs(self, attempt: Attempt) -> None:
+        """Runs of this job still RUNNING under another task id lost the lock we now hold: mark them FAILED."""
+        count = JobRun.objects.mark_lost(self.spec.name, exclude_task_id=attempt.task_id)
+        if count:
+            logger.warning("Job %s: marked %d run(s) as failed that lost their lock before finishing",
+                           self.spec.name, count)
+
+    def _execute(self, run: JobRun, attempt: Attempt, kwargs: dict) -> dict:
+        """Run the job function with the lock renewed; record and log the outcome, or the retry."""
+        spec = self.spec
+        dry = ", dry run" if attempt.dry_run else ""
+        logger.info("Starting job %s (trigger=%s, scheduled=%s, lock=acquired, ttl=%ss, attempt %d/%d%s)",
+                    spec.name, attempt.trigger, iso(attempt.scheduled_for), spec.lock_ttl, attempt.number,
+                    MAX_ATTEMPTS, dry)
+        self._context.ctx = JobContext(spec=spec, run_id=run.pk, trigger=attempt.trigger,
+                                       scheduled_for=attempt.scheduled_for, attempt=attempt.number,
+                                       dry_run=attempt.dry_run, deadline=attempt_deadline(spec))
+
+        def lost() -> None:
+            logger.error("Job %s lost its lock while running (run %s); another run may start", spec.name, run.pk)
+
+        try:
+            with LockRenewer(self.once_backend, spec.lock_key, attempt.task_id, spec.lock_ttl, on_lost=lost):
+                result = super().__call__(**kwargs)
+        except Retry as retry:
+            self._record_retry(run, attempt, retry)
+            raise
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Ctrl-C or SIGTERM on a local run: an operator's decision, not a bug to trace.
+            duration = JobRun.objects.finish(run, JobRun.Status.FAILED,
+                                             error=f"Interrupted during attempt {attempt.number}: {exc!r}")
+            logger.error("Job %s interrupted during attempt %d/%d after %dms", spec.name, attempt.number,
+                         MAX_ATTEMPTS, duration)
+            raise
+        except BaseException as exc:
+            duration = JobRun.objects.finish(run, JobRun.Status.FAILED, error="".join(traceback.format_exception(exc)))
+            logger.error("Job %s failed after %d attempts in %dms: %s", spec.name, attempt.number, duration,
+                         describe_error(exc), exc_info=exc)
+            raise
+        items = int(result) if isinstance(result, (int, float)) else None
+        duration = JobRun.objects.finish(run, JobRun.Status.SUCCEEDED, items=items)
+        logger.info("Job %s succeeded in %dms: %s items (attempt %d/%d%s)",
+                    spec.name, duration, items if items is not None else 0, attempt.number, MAX_ATTEMPTS, dry)
+        return outcome(JobRun.Status.SUCCEEDED, run=run, items=items)
+
+    def _record_retry(self, run: JobRun, attempt: Attempt, retry: Retry) -> None:
+        """Log and keep a failed attempt that will retry; a local run waits out the countdown here."""
+        countdown = float(retry.when or 0) if not isinstance(retry.when, dt.datetime) else 0.0
+        logger.warning("Job %s attempt %d/%d failed: %s; retrying in %gs",
+                       self.spec.name, attempt.number, MAX_ATTEMPTS, describe_error(retry.exc), countdown)
+        JobRun.objects.record_attempt_error(run, "".join(traceback.format_exception(retry.exc)) if retry.exc else "")
+        if not (self.request.is_eager and countdown):
+            return
+        try:
+            time.sleep(countdown)  # local runs honour the same backoff as the worker
+        except BaseException as interrupted:  # Ctrl-C while waiting: the run ends here
+            cause = "".join(traceback.format_exception(retry.exc)) if retry.exc else ""
+            JobRun.objects.finish(run, JobRun.Status.FAILED,
+                                  error=f"Interrupted during the retry wait after attempt {attempt.number}: {cause}")
+            logger.error("Job %s interrupted during its retry wait after attempt %d/%d",
+                         self.spec.name, attempt.number, MAX_ATTEMPTS)
+            raise interrupted from None
+
+    def _record_refused_send(self, task_id: str, trigger: str, scheduled_for: dt.datetime | None, held: LockHeld, *,
+                             dry_run: bool) -> None:
+        """A send refused by the lock: a duplicate of the holder's scheduled time is only logged, anything else is a SKIPPED ``lock_held``."""
+        holder = held.holder
+        if scheduled_for is not None and holder is not None and slot_of_task_id(holder.token) == slot_of_task_id(task_id):
+            logger.info("Job %s skipped: scheduled time %s is already being run by task %s (duplicate trigger)",
+                        self.spec.name, iso(scheduled_for), holder.token)
+            return
+        JobRun.objects.record_skip(job=self.spec.name, task_id=task_id, trigger=trigger, scheduled_for=scheduled_for,
+                                   reason=JobRun.SkipReason.LOCK_HELD, dry_run=dry_run)
+        logger.info("Job %s skipped: lock held by %s", self.spec.name, JobRun.objects.describe_holder(holder))
