@@ -39,7 +39,9 @@ class ConfiguredDatabaseSchedulerService(Service):
 
     def get_scheduler(self, lazy=False, extension_namespace="celery.beat_schedulers"):
         configured = self.app.conf.beat_scheduler
-        if self.scheduler_cls in DJANGO_SCHEDULER_NAMES and configured not in DJANGO_SCHEDULER_NAMES:
+        # celery.beat.Service sets scheduler_cls in __init__ without an annotation.
+        requested = self.scheduler_cls  # type: ignore[has-type]
+        if requested in DJANGO_SCHEDULER_NAMES and configured not in DJANGO_SCHEDULER_NAMES:
             from celery.utils.imports import symbol_by_name
             from django_celery_beat.schedulers import DatabaseScheduler
 

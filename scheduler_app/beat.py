@@ -35,7 +35,7 @@ class JobEntry(ModelEntry):
     def __init__(self, model, app=None):
         super().__init__(model, app=app)
         schedule = getattr(self, "schedule", None)
-        if type(schedule) is schedules.schedule:
+        if schedule is not None and type(schedule) is schedules.schedule:
             self.schedule = AlignedSchedule(schedule.run_every, nowfun=schedule.nowfun, app=self.app)
 
 

@@ -30,7 +30,7 @@ LOST_RUN_ERROR = (
 )
 
 
-class JobRunQuerySet(models.QuerySet):
+class JobRunQuerySet(models.QuerySet["JobRun"]):
     """The run history's state changes (module docstring)."""
 
     def working_run_exists(self, job: str, scheduled_for: dt.datetime) -> bool:

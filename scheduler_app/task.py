@@ -131,7 +131,7 @@ class JobTask(QueueOnce):
     # -- celery-once hooks ---------------------------------------------------
 
     @property
-    def once_backend(self) -> OwnedRedisBackend:  # type: ignore[override]
+    def once_backend(self) -> OwnedRedisBackend:
         """The owned lock backend (one per task class, built from ``CELERY_ONCE["settings"]``)."""
         backend = getattr(type(self), "_backend_instance", None)
         if backend is None:
