@@ -10,7 +10,7 @@ from celery import schedules
 
 from scheduler_app.schedules import AlignedSchedule, crontab_slot, interval_slot, parse_crontab, slot_for
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def t(s: str) -> dt.datetime:
@@ -86,29 +86,33 @@ def _matches(cron, local) -> bool:
 
 
 def _brute_force(cron, now, tz):
-    """The latest minute at or before ``now`` that fires, minute by minute in UTC.
+    """The latest minute at or before ``now`` that fires, minute by minute in UTC, by the README's DST rules.
 
-    A minute fires when its wall time in ``tz`` matches, or when it is the
-    fold=0 reading of a matching wall time skipped by a DST change (when
-    Celery fires it: the skipped 02:30 in New York is read as 02:30 EST =
-    07:30 UTC).
+    A minute fires when its wall time in ``tz`` matches and it is the first
+    occurrence of that wall time (or the crontab runs every hour, then the
+    repeated hour fires too), or when it is the first minute after a DST gap
+    that swallowed a matching wall time (the skipped 02:30 in New York fires
+    at 03:00 EDT = 07:00 UTC).
     """
+    every_hour = len(cron.hour) == 24
     moment = now.astimezone(UTC).replace(second=0, microsecond=0)
     for _ in range(60 * 24 * 9):
         local = moment.astimezone(tz)
-        if _matches(cron, local):
+        wall = local.replace(tzinfo=None, fold=0)
+        if _matches(cron, wall) and (local.fold == 0 or every_hour):
             return moment
-        # the wall time one offset-change earlier, read with the old offset
-        shifted = (moment + (moment - dt.timedelta(hours=3)).astimezone(tz).utcoffset()).replace(tzinfo=None)
-        skipped = shifted.replace(tzinfo=tz)
-        if skipped.astimezone(UTC).astimezone(tz).replace(tzinfo=None) != shifted and _matches(cron, shifted):
-            return moment
+        before = (moment - dt.timedelta(minutes=1)).astimezone(tz).replace(tzinfo=None, fold=0)
+        skipped = before + dt.timedelta(minutes=1)
+        while skipped < wall:  # wall times the clock jumped over
+            if _matches(cron, skipped):
+                return moment
+            skipped += dt.timedelta(minutes=1)
         moment -= dt.timedelta(minutes=1)
     raise AssertionError("no fire time found")
 
 
 def test_a_crontab_time_skipped_by_dst_belongs_to_that_day():
-    # 2026-03-29 02:00 does not exist in Berlin (01:59 CET -> 03:00 CEST); Celery fires at 01:00 UTC.
+    # 2026-03-29 02:00 does not exist in Berlin (01:59 CET -> 03:00 CEST); it fires at 03:00 CEST = 01:00 UTC.
     berlin = zoneinfo.ZoneInfo("Europe/Berlin")
     cron = parse_crontab("0 2 * * *")
     assert crontab_slot(cron, t("2026-03-29 01:00:30"), berlin) == t("2026-03-29 01:00:00")
