@@ -289,6 +289,10 @@ AUDIT_LOG_RETENTION_DAYS = env_int("AUDIT_LOG_RETENTION_DAYS", 90, minimum=1, ma
 INACTIVE_GROUP_DAYS = env_int("INACTIVE_GROUP_DAYS", 30, minimum=1, maximum=36500)
 ARCHIVE_BATCH_SIZE = env_int("ARCHIVE_BATCH_SIZE", 5000, minimum=1, maximum=100_000)
 SUMMARY_EMAIL_BATCH_SIZE = env_int("SUMMARY_EMAIL_BATCH_SIZE", 100, minimum=1, maximum=10_000)
+# A scheduled time without a run this many seconds after it is missed (a run
+# starting later is late); beat applies a job's catch-up policy to due times
+# older than this (SPEC §9, §10).
+SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 300, minimum=1, maximum=7 * 24 * 3600)
 
 # SCHEDULE_<JOB> crontab overrides, read here and applied by `sync_schedules`.
 JOB_SCHEDULE_OVERRIDES: dict[str, str] = {}

@@ -10,4 +10,5 @@ class SchedulerAppConfig(AppConfig):
 
     def ready(self) -> None:
         # Connect the Celery signal handlers in every process that loads Django (worker, beat, manage.py).
-        from scheduler_app import signals  # noqa: F401
+        # and the schedule audit's model signals.
+        from scheduler_app import schedule_services, signals  # noqa: F401

@@ -211,3 +211,26 @@ class JobRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.job} #{self.pk} {self.status}"
+
+
+class SchedulePause(models.Model):
+    """A paused schedule: the operator's decision to stop a ``PeriodicTask`` for a while (SPEC §10).
+
+    While a pause exists its ``PeriodicTask`` is disabled; resuming (by hand,
+    or when ``until`` passes) deletes the row and re-enables the task from
+    that moment on, so no time that passed during the pause is run. Written
+    only by :mod:`scheduler_app.schedule_services`.
+    """
+
+    periodic_task = models.OneToOneField("django_celery_beat.PeriodicTask", on_delete=models.CASCADE,
+                                         related_name="pause")
+    reason = models.TextField()
+    paused_by = models.CharField(max_length=255, help_text="Who paused it: an admin user, a command, …")
+    paused_at = models.DateTimeField()
+    until = models.DateTimeField(null=True, blank=True, help_text="Resumed automatically at this time (UTC); empty: until resumed.")
+
+    class Meta:
+        ordering = ["periodic_task__name"]
+
+    def __str__(self) -> str:
+        return f"{self.periodic_task.name} paused: {self.reason}"

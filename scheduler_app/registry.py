@@ -38,6 +38,9 @@ class JobSpec:
         lock_ttl: lock TTL in seconds.
         soft_time_limit / time_limit: Celery time limits in seconds.
         description: one line for the admin.
+        catch_up: what beat does with times missed while it was down (SPEC §10):
+            ``"skip"`` none, ``"latest"`` the most recent one, ``"all"`` each, oldest first.
+        catch_up_limit: with ``"all"``, at most this many (the most recent ones).
     """
 
     name: str
@@ -47,12 +50,17 @@ class JobSpec:
     soft_time_limit: int
     time_limit: int
     description: str
+    catch_up: str = "latest"
+    catch_up_limit: int = 10
 
     @property
     def lock_key(self) -> str:
         """The job's celery-once lock key: one per job, whatever the task's arguments (SPEC §6)."""
         return queue_once_key(self.task_name, {}, [])
 
+
+#: What beat does with times missed while every beat was down (SPEC §10).
+CATCH_UP_POLICIES = ("skip", "latest", "all")
 
 #: job name -> spec, filled as the domain apps' ``tasks`` modules are imported.
 REGISTRY: dict[str, JobSpec] = {}
@@ -95,7 +103,8 @@ def _check_fits_visibility_timeout(name: str, hard_limit: int) -> None:
 
 
 def job(name: str, *, crontab: str, lock_ttl: int, soft_time_limit: int | None = None,
-        time_limit: int | None = None, description: str = "") -> Callable[[Callable[[JobContext], Any]], JobTask]:
+        time_limit: int | None = None, description: str = "", catch_up: str = "latest",
+        catch_up_limit: int = 10) -> Callable[[Callable[[JobContext], Any]], JobTask]:
     """Register a job function as a Celery task on :class:`~scheduler_app.task.JobTask`.
 
     Args:
@@ -104,12 +113,14 @@ def job(name: str, *, crontab: str, lock_ttl: int, soft_time_limit: int | None =
         lock_ttl: lock TTL in seconds; renewed every TTL/3 while the job runs.
         soft_time_limit / time_limit: seconds; default 6x and 7x the TTL.
         description: one line for the admin; default the function's first docstring line.
+        catch_up: ``"skip"``, ``"latest"`` or ``"all"``: the times missed while beat was down
+            that beat runs when it is back (SPEC §10); ``catch_up_limit``: at most this many with ``"all"``.
     Returns:
         A decorator; the decorated function becomes the task (its ``job_function``
         is the plain function, callable with a :class:`JobContext` in tests).
     Raises:
         ValueError: bad crontab, non-positive TTL, a time limit not above the
-        soft limit, limits that could outlast the broker's visibility timeout,
+        soft limit, an unknown catch-up policy, limits that could outlast the broker's visibility timeout,
         or a job name registered twice for another task.
     """
     parse_crontab(crontab)
@@ -119,13 +130,17 @@ def job(name: str, *, crontab: str, lock_ttl: int, soft_time_limit: int | None =
     hard = time_limit or lock_ttl * 7
     if hard <= soft:
         raise ValueError(f"time_limit={hard} must be above soft_time_limit={soft}")
+    if catch_up not in CATCH_UP_POLICIES or catch_up_limit < 1:
+        raise ValueError(f"catch_up={catch_up!r}, catch_up_limit={catch_up_limit!r} is invalid: one of "
+                         f"{', '.join(CATCH_UP_POLICIES)}, and a limit of at least 1")
     _check_fits_visibility_timeout(name, hard)
 
     def decorator(fn: Callable[[JobContext], Any]) -> JobTask:
         task_name = f"{fn.__module__}.{fn.__name__}"
         spec = JobSpec(name=name, task_name=task_name, crontab=crontab, lock_ttl=lock_ttl,
                        soft_time_limit=soft, time_limit=hard,
-                       description=description or (fn.__doc__ or "").strip().split("\n")[0])
+                       description=description or (fn.__doc__ or "").strip().split("\n")[0],
+                       catch_up=catch_up, catch_up_limit=catch_up_limit)
         previous = REGISTRY.get(name)
         if previous is not None and previous.task_name != task_name:
             raise ValueError(f"job {name!r} is already registered for {previous.task_name}")

@@ -335,16 +335,11 @@ SCHEDULES = {
                 at("2026-12-01 08:00:03"), "2026-12-01T08:00:00Z"),
 }
 
-ADVANCE_DROPS_HEADER = pytest.mark.xfail(strict=True, reason=(
-    "defect: JobScheduler.apply_async stamps the entry it is given, but with advance=True (its default) "
-    "Scheduler.apply_async sends the entry that reserve() rebuilds from the PeriodicTask row, without the header"))
-
-
 @pytest.mark.parametrize("kind", SCHEDULES)
 @pytest.mark.parametrize("send", [
     pytest.param(lambda s, e: s.apply_entry(e, producer=s.producer), id="apply_entry"),
     pytest.param(lambda s, e: s.apply_async(e, producer=s.producer, advance=False), id="apply_async-advance=False"),
-    pytest.param(lambda s, e: s.apply_async(e, producer=s.producer), id="apply_async-default", marks=ADVANCE_DROPS_HEADER),
+    pytest.param(lambda s, e: s.apply_async(e, producer=s.producer), id="apply_async-default"),
 ])
 def test_every_public_send_method_stamps_the_scheduled_time(start_beat, broker, kind, send):
     fields, now, slot = SCHEDULES[kind]
@@ -571,10 +566,6 @@ def test_a_berlin_crontab_fires_and_is_stamped_at_nine_berlin_time(start_beat, b
 # -- start_time (SPEC §10) -----------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "defect: a PeriodicTask with a start_time fires at once when it starts (django-celery-beat backdates "
-    "last_run_at by 30 years), and JobScheduler stamps it with the latest fire time, which is before the "
-    "start_time (SPEC §10: never runs for a scheduled time before it)"))
 def test_a_task_with_a_start_time_never_runs_for_a_scheduled_time_before_it(start_beat, broker):
     # given an hourly plain task that starts at 13:30Z, saved at 13:20Z
     with time_machine.travel(at("2026-11-30 13:20:00"), tick=False) as clock:
