@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
-from celery_once.backends.redis import parse_url
 from celery_once.tasks import AlreadyQueued
 
 T = TypeVar("T")
@@ -64,20 +63,55 @@ return 0
 
 CLAIM_REFUSED, CLAIM_HELD_ALREADY, CLAIM_TAKEN = 0, 1, 2
 
+#: Client options used unless REDIS_URL's query string sets them
+#: (``?socket_timeout=5`` wins over the 10 here).
+CLIENT_DEFAULTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
+
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
 
 def get_client(url: str) -> redis.Redis:
-    """Return this process's Redis client for ``url`` (one connection pool per URL)."""
+    """Return this process's Redis client for ``url`` (one connection pool per URL).
+
+    ``url`` is ``redis://[:password@]host:port/db[?options]``, ``rediss://``
+    (TLS) or ``unix://`` (celery-once's ``redis+socket://`` is accepted too).
+    Options in the query string (``socket_timeout``, ``health_check_interval``,
+    ``ssl_cert_reqs`` ...) are redis-py's and win over :data:`CLIENT_DEFAULTS`.
+    Nothing is connected yet.
+
+    Raises:
+        ValueError: the scheme is unknown, an option's value is malformed,
+            or an option is not a redis-py connection option.
+    """
     client = _clients.get(url)
     if client is None:
         with _clients_lock:
             client = _clients.get(url)
             if client is None:
-                client = redis.Redis(**parse_url(url), socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+                client = _build_client(url)
                 _clients[url] = client
     return client
+
+
+def _build_client(url: str) -> redis.Redis:
+    redis_py_url = "unix://" + url.removeprefix("redis+socket://") if url.startswith("redis+socket://") else url
+    # from_url applies the URL's options after the keyword arguments, so they win.
+    client = redis.Redis.from_url(redis_py_url, **CLIENT_DEFAULTS)
+    pool = client.connection_pool
+    try:
+        # Builds (never connects) one connection, so a misspelt option fails
+        # here with its name instead of in the first command a job sends.
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"Redis URL {_without_password(url)!r} has an option redis-py does not know: {exc}") from None
+    return client
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    return f"{scheme}{sep}{'***' + at if at else ''}{hostpart}" if userinfo else url
 
 
 @dataclass(frozen=True)

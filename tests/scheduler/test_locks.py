@@ -123,3 +123,48 @@ def test_another_thread_cannot_release_this_threads_lock(job_redis):
 def test_bad_arguments_are_named(name, ttl, message):
     with pytest.raises(ValueError, match=message):
         locks.acquire_lock(name, ttl)
+
+
+# --- REDIS_URL options (issue 7) ----------------------------------------------
+
+
+def test_options_in_the_url_win_over_the_client_defaults(job_redis):
+    url = f"{settings.REDIS_URL}?socket_timeout=5&health_check_interval=7"
+    backend = OwnedRedisBackend({"url": url})
+    options = backend.redis.connection_pool.connection_kwargs
+    assert options["socket_timeout"] == 5.0
+    assert options["health_check_interval"] == 7
+    assert options["socket_connect_timeout"] == 5.0  # a default the URL does not set
+    # and the backend works on it
+    assert backend.raise_or_lock("qo_t", timeout=5, token="task-1", wait=0) == "task-1"
+    assert backend.clear_lock("qo_t", token="task-1") is True
+
+
+def test_a_url_without_options_gets_the_client_defaults():
+    options = locks.get_client(settings.REDIS_URL).connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"], options["health_check_interval"]) == (10.0, 5.0, 30)
+
+
+def test_a_rediss_url_makes_a_tls_client_with_its_options():
+    import redis
+
+    client = locks.get_client("rediss://:secret@127.0.0.1:6390/2?ssl_cert_reqs=none&socket_timeout=3")
+    pool = client.connection_pool
+    assert pool.connection_class is redis.SSLConnection
+    assert pool.connection_kwargs["ssl_cert_reqs"] == "none"
+    assert pool.connection_kwargs["socket_timeout"] == 3.0
+    assert pool.connection_kwargs["db"] == 2
+
+
+def test_celery_onces_unix_socket_url_is_understood():
+    import redis
+
+    pool = locks.get_client("redis+socket:///tmp/redis.sock?db=3").connection_pool
+    assert pool.connection_class is redis.UnixDomainSocketConnection
+    assert (pool.connection_kwargs["path"], pool.connection_kwargs["db"]) == ("/tmp/redis.sock", 3)
+
+
+def test_an_unknown_url_option_is_named_and_the_password_is_not():
+    with pytest.raises(ValueError, match="does not know.*'sockettimeout'") as err:
+        locks.get_client("redis://:secret@127.0.0.1:6390/0?sockettimeout=5")
+    assert "secret" not in str(err.value)
