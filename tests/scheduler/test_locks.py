@@ -29,7 +29,7 @@ def test_only_the_holder_releases_a_lock(backend, job_redis):
 def test_a_held_lock_raises_with_holder_and_seconds_left(backend):
     backend.raise_or_lock("qo_t", timeout=5, token="holder-1")
     with pytest.raises(LockHeld) as err:
-        backend.raise_or_lock("qo_t", timeout=5, token="holder-2")
+        backend.raise_or_lock("qo_t", timeout=5, token="holder-2", wait=0)
     assert err.value.holder.token == "holder-1"
     assert 4.0 < err.value.countdown <= 5.0
 
@@ -123,6 +123,141 @@ def test_another_thread_cannot_release_this_threads_lock(job_redis):
 def test_bad_arguments_are_named(name, ttl, message):
     with pytest.raises(ValueError, match=message):
         locks.acquire_lock(name, ttl)
+
+
+# --- Ownership per acquisition, not per thread (issue 7) ---------------------
+
+
+def test_two_asyncio_tasks_in_one_thread_do_not_release_each_others_lock(job_redis):
+    import asyncio
+
+    results: dict[str, object] = {}
+
+    async def task_a():
+        results["a_acquired"] = locks.acquire_lock("x", 0.5)
+        await asyncio.sleep(1.0)  # A's lock expires at 0.5 s; B takes it at 0.7 s
+        results["a_released"] = locks.release_lock("x")
+        results["after_a"] = job_redis.get("qo_adhoc_x")
+
+    async def task_b():
+        await asyncio.sleep(0.7)
+        results["b_acquired"] = locks.acquire_lock("x", 10)
+        results["b_token"] = job_redis.get("qo_adhoc_x")
+        await asyncio.sleep(0.6)  # until after A's release
+        results["b_released"] = locks.release_lock("x")
+
+    async def main():
+        await asyncio.gather(task_a(), task_b())
+
+    # given A and B in one thread, A's lock expired and B holding it now
+    asyncio.run(main())
+    # then A's release is refused and leaves B's lock; B's own release works
+    assert results["a_acquired"] is True and results["b_acquired"] is True
+    assert results["a_released"] is False
+    assert results["after_a"] == results["b_token"] is not None
+    assert results["b_released"] is True
+    assert job_redis.get("qo_adhoc_x") is None
+
+
+def test_a_sibling_task_cannot_release_a_lock_it_did_not_acquire(job_redis):
+    import asyncio
+
+    async def main():
+        acquired = asyncio.Event()
+        holder_may_leave = asyncio.Event()
+
+        async def holder():
+            assert locks.acquire_lock("x", 30)
+            acquired.set()
+            await holder_may_leave.wait()
+            return locks.release_lock("x")
+
+        async def sibling():
+            await acquired.wait()
+            released = locks.release_lock("x")
+            still_there = job_redis.get("qo_adhoc_x") is not None
+            holder_may_leave.set()
+            return released, still_there
+
+        return await asyncio.gather(holder(), sibling())
+
+    holder_released, (sibling_released, still_there) = asyncio.run(main())
+    assert sibling_released is False and still_there is True
+    assert holder_released is True
+    assert job_redis.get("qo_adhoc_x") is None
+
+
+def test_work_started_from_the_acquirer_after_acquiring_carries_the_acquisition(job_redis):
+    import asyncio
+
+    async def main():
+        assert locks.acquire_lock("x", 30)
+        # asyncio.to_thread runs in a copy of this task's context: it holds the same acquisition
+        released_by_helper = await asyncio.to_thread(locks.release_lock, "x")
+        return released_by_helper, locks.release_lock("x")
+
+    released_by_helper, released_by_acquirer = asyncio.run(main())
+    assert released_by_helper is True
+    assert released_by_acquirer is False  # already released by the work it handed the lock to
+    assert job_redis.get("qo_adhoc_x") is None
+
+
+def test_a_release_from_another_thread_with_the_token_is_owner_only(backend, job_redis):
+    # the job lock's holder is its token, whatever thread acts for it (the renewer is another thread)
+    import threading
+
+    backend.raise_or_lock("qo_t", timeout=30, token="task-1", wait=0)
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(
+        [backend.clear_lock("qo_t", token="task-2"), backend.renew("qo_t", "task-1", 60),
+         backend.clear_lock("qo_t", token="task-1")]))
+    worker.start()
+    worker.join()
+    assert results == [False, True, True]
+    assert job_redis.get("qo_t") is None
+
+
+# --- claim and renew ----------------------------------------------------------
+
+
+def test_claim_takes_a_free_lock_confirms_its_own_and_refuses_anothers(backend, job_redis):
+    assert backend.claim("qo_t", "task-1", 1) == locks.CLAIM_TAKEN
+    assert job_redis.get("qo_t") == "task-1"
+    assert backend.claim("qo_t", "task-1", 10) == locks.CLAIM_HELD_ALREADY
+    assert 9000 < job_redis.pttl("qo_t") <= 10000  # TTL reset to the claim's
+    assert backend.claim("qo_t", "task-2", 10) == locks.CLAIM_REFUSED
+    assert job_redis.get("qo_t") == "task-1"
+
+
+def test_renew_of_an_expired_lock_is_false_and_does_not_recreate_it(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=0.1, token="task-1", wait=0)
+    time.sleep(0.2)
+    assert backend.renew("qo_t", "task-1", 10) is False
+    assert job_redis.get("qo_t") is None
+
+
+def test_the_renewer_keeps_a_lock_past_its_ttl_and_reports_a_lost_one(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=0.3, token="task-1", wait=0)
+    lost = []
+    with locks.LockRenewer(backend, "qo_t", "task-1", 0.3, on_lost=lambda: lost.append(True)) as renewer:
+        time.sleep(0.9)  # three TTLs
+        assert job_redis.get("qo_t") == "task-1"
+        backend.clear_lock("qo_t")  # an operator's forced clear
+        time.sleep(0.3)
+    assert renewer.lost is True and lost == [True]
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0004, float("inf"), None])
+def test_a_bad_lock_timeout_is_named(backend, timeout):
+    with pytest.raises(ValueError, match=f"timeout={timeout!r} is invalid"):
+        backend.raise_or_lock("qo_t", timeout=timeout, token="task-1")
+
+
+@pytest.mark.parametrize("wait", [-1, float("nan")])
+def test_a_bad_wait_is_named(backend, job_redis, wait):
+    job_redis.set("qo_t", "holder", px=30_000)
+    with pytest.raises(ValueError, match=f"wait={wait!r} is invalid"):
+        backend.raise_or_lock("qo_t", timeout=5, token="task-1", wait=wait)
 
 
 # --- REDIS_URL options (issue 7) ----------------------------------------------
