@@ -253,13 +253,15 @@ class JobTask(QueueOnce):
             return task_id, kwargs, EagerResult(task_id, None, states.REJECTED)
         own_slot = slot_of_task_id(task_id)
         try:
-            # A run of another scheduled time that is about to finish gets up to
-            # ``blocking_timeout`` seconds (celery-once's setting) to release the
-            # lock, so a short overlap does not cost a scheduled time; a holder
-            # for the same scheduled time means this trigger is a duplicate.
+            # A beat trigger waits as celery-once's ``blocking`` /
+            # ``blocking_timeout`` settings say (wait=None), so a run of another
+            # scheduled time that is about to finish can release the lock and a
+            # short overlap does not cost a scheduled time; a holder for the
+            # same scheduled time means this trigger is a duplicate. A manual
+            # trigger never waits.
             self.once_backend.raise_or_lock(
                 self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id,
-                wait=float(self.once_config["settings"].get("blocking_timeout", 0)) if scheduled_for else 0.0,
+                wait=None if scheduled_for else 0.0,
                 keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,
             )
         except LockHeld as held:

@@ -8,7 +8,8 @@ which acts only while the key still holds the acquisition's token.
 celery-once stays the task-level interface. Its stock Redis backend wraps a
 ``Lock`` too, but forgets the token and clears a lock with a plain ``DEL``,
 so anyone may release anyone's lock. :class:`OwnedRedisBackend` keeps
-celery-once's interface (``raise_or_lock``, ``clear_lock``) and adds ownership:
+celery-once's interface (``raise_or_lock``, ``clear_lock`` and the
+``blocking`` / ``blocking_timeout`` settings) and adds ownership:
 
 * the value of a lock is its holder's token (for jobs, the Celery task id,
   which other code reads to find the run);
@@ -128,15 +129,37 @@ class OwnedRedisBackend:
     """celery-once backend whose locks only their holder can release (SPEC §6).
 
     Configured by ``CELERY_ONCE = {"backend": "scheduler_app.locks.OwnedRedisBackend",
-    "settings": {"url": REDIS_URL, "default_timeout": 600}}``.
+    "settings": {...}}`` with celery-once's Redis settings:
+
+    * ``url``: the Redis URL (see :func:`get_client`);
+    * ``default_timeout``: lock TTL in seconds when a task names none (read by celery-once);
+    * ``blocking`` (bool, default False): whether :meth:`raise_or_lock` waits
+      for a held lock at all;
+    * ``blocking_timeout`` (seconds, default 1; None = no limit): how long it
+      waits when ``blocking`` is True.
 
     Raises:
-        ValueError: the URL is bad (see :func:`get_client`).
+        ValueError: ``blocking`` is not a bool, ``blocking_timeout`` is not
+            None or a finite number >= 0, or the URL is bad (see :func:`get_client`).
     """
 
     def __init__(self, settings: Mapping):
         self.url = settings["url"]
         self.redis = get_client(self.url)
+        self.blocking = settings.get("blocking", False)
+        if not isinstance(self.blocking, bool):
+            raise ValueError(f"CELERY_ONCE blocking={self.blocking!r} is invalid: True or False")
+        self.blocking_timeout = settings.get("blocking_timeout", 1)
+        if self.blocking_timeout is not None and (
+            isinstance(self.blocking_timeout, bool) or not isinstance(self.blocking_timeout, (int, float))
+            or not math.isfinite(self.blocking_timeout) or self.blocking_timeout < 0
+        ):
+            raise ValueError(f"CELERY_ONCE blocking_timeout={self.blocking_timeout!r} is invalid: "
+                             "None (no limit) or a number of seconds >= 0")
+        #: What ``raise_or_lock`` waits when its caller does not say (celery-once's meaning).
+        self.default_wait: float = 0.0
+        if self.blocking:
+            self.default_wait = math.inf if self.blocking_timeout is None else float(self.blocking_timeout)
         self._encoder = self.redis.get_encoder()
         #: (key, timeout) -> a Lock used only through do_acquire / do_release,
         #: which read nothing but its name, TTL and client, so one object serves
@@ -168,16 +191,17 @@ class OwnedRedisBackend:
         return lock
 
     def raise_or_lock(self, key: str, timeout: float, token: str | None = None, *,
-                      wait: float = 0.0, keep_waiting: Callable[[LockHolder], bool] | None = None) -> str:
+                      wait: float | None = None, keep_waiting: Callable[[LockHolder], bool] | None = None) -> str:
         """Take the lock ``key`` for ``timeout`` seconds or raise :class:`LockHeld` (celery-once's interface).
 
         Args:
             key: the Redis key.
             timeout: TTL in seconds (>= 0.001).
             token: the value to store (a new random one when None).
-            wait: seconds to keep trying while the lock is held (celery-once's
-                ``blocking_timeout``; 0 = one try, ``math.inf`` = no limit).
-                Polls every 20 ms.
+            wait: seconds to keep trying while the lock is held (0 = one try,
+                ``math.inf`` = no limit). None (what celery-once passes)
+                means the settings decide: ``blocking_timeout`` when
+                ``blocking`` is True, else one try. Polls every 20 ms.
             keep_waiting: called with the holder; waiting stops at once when it
                 returns False (e.g. the holder is a run for the same scheduled time).
         Returns the token stored.
@@ -188,6 +212,7 @@ class OwnedRedisBackend:
         """
         _check_ttl("timeout", timeout)
         token = token or uuid.uuid4().hex
+        wait = self.default_wait if wait is None else wait
         if not wait >= 0:  # also NaN, which would wait forever
             raise ValueError(f"wait={wait!r} is invalid: a number of seconds >= 0 (math.inf: no limit)")
         deadline = time.monotonic() + wait

@@ -303,3 +303,90 @@ def test_an_unknown_url_option_is_named_and_the_password_is_not():
     with pytest.raises(ValueError, match="does not know.*'sockettimeout'") as err:
         locks.get_client("redis://:secret@127.0.0.1:6390/0?sockettimeout=5")
     assert "secret" not in str(err.value)
+
+
+# --- celery-once's blocking / blocking_timeout (issue 7) ----------------------
+
+
+def _backend_with(**once_settings) -> OwnedRedisBackend:
+    return OwnedRedisBackend({"url": settings.REDIS_URL, "default_timeout": 600, **once_settings})
+
+
+def _seconds_to_refuse(backend: OwnedRedisBackend, **kwargs) -> float:
+    started = time.monotonic()
+    with pytest.raises(LockHeld):
+        backend.raise_or_lock("qo_t", timeout=5, token="waiter", **kwargs)
+    return time.monotonic() - started
+
+
+def test_without_blocking_a_held_lock_is_refused_at_once(job_redis):
+    # given celery-once's default (blocking off), even with a blocking_timeout set
+    backend = _backend_with(blocking_timeout=5)
+    backend.raise_or_lock("qo_t", timeout=30, token="holder", wait=0)
+    # then raise_or_lock as celery-once calls it makes one try
+    assert _seconds_to_refuse(backend) < 0.2
+
+
+def test_with_blocking_it_waits_blocking_timeout_then_refuses(job_redis):
+    backend = _backend_with(blocking=True, blocking_timeout=0.5)
+    backend.raise_or_lock("qo_t", timeout=30, token="holder", wait=0)
+    assert 0.45 < _seconds_to_refuse(backend) < 1.0
+
+
+def test_with_blocking_it_takes_the_lock_once_released(job_redis):
+    backend = _backend_with(blocking=True, blocking_timeout=None)  # None: no limit (celery-once's meaning)
+    assert backend.default_wait == float("inf")
+    backend.raise_or_lock("qo_t", timeout=0.3, token="short", wait=0)
+    started = time.monotonic()
+    assert backend.raise_or_lock("qo_t", timeout=5, token="waiter") == "waiter"
+    assert 0.2 < time.monotonic() - started < 1.0
+
+
+def test_the_callers_wait_overrides_the_settings(job_redis):
+    job_redis.set("qo_t", "holder", px=30_000)
+    assert _seconds_to_refuse(_backend_with(blocking=True, blocking_timeout=5), wait=0) < 0.2
+    assert 0.25 < _seconds_to_refuse(_backend_with(blocking=False), wait=0.3) < 0.8
+
+
+def test_the_projects_settings_wait_one_second():
+    backend = OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+    assert (backend.blocking, backend.default_wait) == (True, 1.0)
+
+
+@pytest.mark.parametrize(("once_settings", "message"), [
+    ({"blocking": "yes"}, "blocking='yes' is invalid"),
+    ({"blocking": True, "blocking_timeout": -1}, "blocking_timeout=-1 is invalid"),
+    ({"blocking": True, "blocking_timeout": "1"}, "blocking_timeout='1' is invalid"),
+])
+def test_bad_blocking_settings_are_named(once_settings, message):
+    with pytest.raises(ValueError, match=message):
+        _backend_with(**once_settings)
+
+
+@pytest.mark.django_db
+def test_a_beat_trigger_waits_as_the_settings_say_and_a_manual_one_never(job_redis, monkeypatch):
+    import datetime as dt
+
+    from celery import current_app
+
+    from scheduler_app.jobs import get_spec, iso, make_task_id
+
+    spec = get_spec("test-noop")
+    task = current_app.tasks[spec.task_name]
+    slot = dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.timezone.utc)
+    # given the lock held by a run of an earlier scheduled time
+    job_redis.set(spec.lock_key, make_task_id("test-noop", slot - dt.timedelta(hours=1)), px=30_000)
+
+    def seconds_to_refuse(kwargs) -> float:
+        started = time.monotonic()
+        _, _, rejected = task.reserve(kwargs)
+        assert rejected is not None and rejected.state == "REJECTED"
+        return time.monotonic() - started
+
+    # the project's settings (blocking, 1 s): a beat trigger waits 1 s, a manual one does not
+    monkeypatch.setattr(type(task), "_backend_instance", OwnedRedisBackend(settings.CELERY_ONCE["settings"]), raising=False)
+    assert 0.95 < seconds_to_refuse({"trigger": "beat", "scheduled_for": iso(slot)}) < 1.8
+    assert seconds_to_refuse({"trigger": "manual"}) < 0.3
+    # blocking off: a beat trigger does not wait either
+    monkeypatch.setattr(type(task), "_backend_instance", _backend_with(blocking=False, blocking_timeout=1.0))
+    assert seconds_to_refuse({"trigger": "beat", "scheduled_for": iso(slot + dt.timedelta(hours=1))}) < 0.3
