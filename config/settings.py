@@ -275,10 +275,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILIT
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_ONCE = {
     "backend": "scheduler_app.locks.OwnedRedisBackend",
-    # celery-once's blocking / blocking_timeout: a beat trigger waits up to
-    # blocking_timeout seconds for a run of an earlier scheduled time to
-    # release the lock before it is skipped as lock_held (manual triggers
-    # never wait; without blocking nothing waits).
+    # celery-once's meaning: with blocking on, taking a held lock waits up to
+    # blocking_timeout seconds before giving up (off: one try). A beat trigger
+    # follows these settings, so it waits up to 1 s for a run of an earlier
+    # scheduled time to release the lock before it is skipped as lock_held; a
+    # manual trigger never waits (JobTask._take_lock passes wait=0).
     "settings": {"url": REDIS_URL, "default_timeout": 600, "blocking": True, "blocking_timeout": 1.0},
 }
 DJANGO_CELERY_BEAT_TZ_AWARE = True

@@ -1,142 +1,235 @@
 """Owned locks on Redis: a celery-once backend, and the ad-hoc lock API (SPEC §6).
 
-celery-once's stock Redis backend stores a random token it forgets and clears
-a lock with a plain ``DEL``, so anyone may release anyone's lock.
-:class:`OwnedRedisBackend` keeps celery-once's interface (``raise_or_lock``,
-``clear_lock``) and adds ownership:
+Every lock here is a redis-py :class:`redis.lock.Lock`: one ``SET key token
+NX PX ttl`` to take it, and redis-py's own compare-and-act scripts to release
+it (``release``), renew it (``reacquire``) or check it (``owned``), each of
+which acts only while the key still holds the acquisition's token.
 
-* the value of a lock is its holder's token (for jobs, the Celery task id);
-* ``clear_lock(key, token=...)`` deletes only when the value is that token
-  (compare-and-delete in one Lua script); without a token it is the
-  operator's forced clear;
-* ``renew`` extends the TTL only for the holder, so a job that runs longer
+celery-once stays the task-level interface. Its stock Redis backend wraps a
+``Lock`` too, but forgets the token and clears a lock with a plain ``DEL``,
+so anyone may release anyone's lock. :class:`OwnedRedisBackend` keeps
+celery-once's interface (``raise_or_lock``, ``clear_lock`` and the
+``blocking`` / ``blocking_timeout`` settings) and adds ownership:
+
+* the value of a lock is its holder's token (for jobs, the Celery task id,
+  which other code reads to find the run);
+* ``clear_lock(key, token=...)`` deletes only when the value is that token;
+  without a token it is the operator's forced clear;
+* ``renew`` resets the TTL only for the holder, so a job that runs longer
   than its TTL keeps its lock while its worker lives, and the lock expires
   within one TTL after the holder dies.
 
-Acquiring is one ``SET key token NX PX ttl``, the same command a hand-written
-lock would use (``make bench`` measures the difference).
+Ownership belongs to the acquisition (its token), never to a thread: the
+``Lock`` objects are built with ``thread_local=False`` and the ad-hoc API
+keeps them in a :class:`contextvars.ContextVar` (see :func:`release_lock`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import math
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import TypeVar
 
 import redis
-from celery_once.backends.redis import parse_url
 from celery_once.tasks import AlreadyQueued
+from redis.exceptions import LockError, LockNotOwnedError
+from redis.lock import Lock
 
 T = TypeVar("T")
 
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('del', KEYS[1])
-end
-return 0
-"""
-
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-    return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# 1: already ours (TTL refreshed), 2: was free and is now ours, 0: someone else's.
-_CLAIM = """
-local v = redis.call('get', KEYS[1])
-if v == ARGV[1] then
-    redis.call('pexpire', KEYS[1], ARGV[2])
-    return 1
-end
-if not v then
-    redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    return 2
-end
-return 0
-"""
-
 CLAIM_REFUSED, CLAIM_HELD_ALREADY, CLAIM_TAKEN = 0, 1, 2
+
+#: Seconds between two tries while waiting for a held lock.
+POLL_SECONDS = 0.02
+
+#: Client options used unless REDIS_URL's query string sets them
+#: (``?socket_timeout=5`` wins over the 10 here).
+CLIENT_DEFAULTS = {"socket_timeout": 10.0, "socket_connect_timeout": 5.0, "health_check_interval": 30}
 
 _clients: dict[str, redis.Redis] = {}
 _clients_lock = threading.Lock()
 
 
 def get_client(url: str) -> redis.Redis:
-    """Return this process's Redis client for ``url`` (one connection pool per URL)."""
+    """Return this process's Redis client for ``url`` (one connection pool per URL).
+
+    ``url`` is ``redis://[:password@]host:port/db[?options]``, ``rediss://``
+    (TLS) or ``unix://`` (celery-once's ``redis+socket://`` is accepted too).
+    Options in the query string (``socket_timeout``, ``health_check_interval``,
+    ``ssl_cert_reqs`` ...) are redis-py's and win over :data:`CLIENT_DEFAULTS`.
+    Nothing is connected yet.
+
+    Raises:
+        ValueError: the scheme is unknown, an option's value is malformed,
+            or an option is not a redis-py connection option.
+    """
     client = _clients.get(url)
     if client is None:
         with _clients_lock:
             client = _clients.get(url)
             if client is None:
-                client = redis.Redis(**parse_url(url), socket_timeout=10, socket_connect_timeout=5, health_check_interval=30)
+                client = _build_client(url)
                 _clients[url] = client
     return client
 
 
+def _build_client(url: str) -> redis.Redis:
+    redis_py_url = "unix://" + url.removeprefix("redis+socket://") if url.startswith("redis+socket://") else url
+    # from_url applies the URL's options after the keyword arguments, so they win.
+    client = redis.Redis.from_url(redis_py_url, **CLIENT_DEFAULTS)
+    pool = client.connection_pool
+    try:
+        # Builds (never connects) one connection, so a misspelt option fails
+        # here with its name instead of in the first command a job sends.
+        pool.connection_class(**pool.connection_kwargs)
+    except TypeError as exc:
+        raise ValueError(f"Redis URL {_without_password(url)!r} has an option redis-py does not know: {exc}") from None
+    return client
+
+
+def _without_password(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    return f"{scheme}{sep}{'***' + at if at else ''}{hostpart}" if userinfo else url
+
+
 @dataclass(frozen=True)
 class LockHolder:
-    """Who holds a lock: ``token`` (a task id for job locks) and ``ttl_ms`` left."""
+    """Who holds a lock: ``token`` (a task id for job locks) and ``ttl_ms`` left (milliseconds)."""
 
     token: str
     ttl_ms: int
 
 
 class LockHeld(AlreadyQueued):
-    """celery-once's ``AlreadyQueued`` with the holder's token attached."""
+    """celery-once's ``AlreadyQueued`` with the holder attached.
+
+    ``countdown`` is the seconds the lock has left; ``holder`` the
+    :class:`LockHolder` seen (None if unknown).
+    """
 
     def __init__(self, countdown: float, holder: LockHolder | None):
         super().__init__(countdown)
         self.holder = holder
 
 
+def _check_ttl(what: str, seconds: float) -> None:
+    if not isinstance(seconds, (int, float)) or not math.isfinite(seconds) or seconds < 0.001:
+        raise ValueError(f"{what}={seconds!r} is invalid: a number of seconds >= 0.001")
+
+
 class OwnedRedisBackend:
-    """celery-once backend whose locks only their holder can release.
+    """celery-once backend whose locks only their holder can release (SPEC §6).
 
     Configured by ``CELERY_ONCE = {"backend": "scheduler_app.locks.OwnedRedisBackend",
-    "settings": {"url": REDIS_URL, "default_timeout": 600}}``.
+    "settings": {...}}`` with celery-once's Redis settings:
+
+    * ``url``: the Redis URL (see :func:`get_client`);
+    * ``default_timeout``: lock TTL in seconds when a task names none (read by celery-once);
+    * ``blocking`` (bool, default False): whether :meth:`raise_or_lock` waits
+      for a held lock at all;
+    * ``blocking_timeout`` (seconds, default 1; None = no limit): how long it
+      waits when ``blocking`` is True.
+
+    Raises:
+        ValueError: ``blocking`` is not a bool, ``blocking_timeout`` is not
+            None or a finite number >= 0, or the URL is bad (see :func:`get_client`).
     """
 
-    def __init__(self, settings: dict):
+    def __init__(self, settings: Mapping):
         self.url = settings["url"]
         self.redis = get_client(self.url)
-        self._release = self.redis.register_script(_RELEASE)
-        self._renew = self.redis.register_script(_RENEW)
-        self._claim = self.redis.register_script(_CLAIM)
+        self.blocking = settings.get("blocking", False)
+        if not isinstance(self.blocking, bool):
+            raise ValueError(f"CELERY_ONCE blocking={self.blocking!r} is invalid: True or False")
+        self.blocking_timeout = settings.get("blocking_timeout", 1)
+        if self.blocking_timeout is not None and (
+            isinstance(self.blocking_timeout, bool) or not isinstance(self.blocking_timeout, (int, float))
+            or not math.isfinite(self.blocking_timeout) or self.blocking_timeout < 0
+        ):
+            raise ValueError(f"CELERY_ONCE blocking_timeout={self.blocking_timeout!r} is invalid: "
+                             "None (no limit) or a number of seconds >= 0")
+        #: What ``raise_or_lock`` waits when its caller does not say (celery-once's meaning).
+        self.default_wait: float = 0.0
+        if self.blocking:
+            self.default_wait = math.inf if self.blocking_timeout is None else float(self.blocking_timeout)
+        self._encoder = self.redis.get_encoder()
+        #: (key, timeout) -> a Lock used only through do_acquire / do_release,
+        #: which read nothing but its name, TTL and client, so one object serves
+        #: every thread (saves building two per job-lock acquire + release).
+        self._stateless: dict[tuple[str, float | None], Lock] = {}
+
+    def owned_lock(self, key: str, timeout: float | None = None, token: str | None = None) -> Lock:
+        """A redis-py ``Lock`` on ``key`` with a TTL of ``timeout`` seconds, not yet acquired.
+
+        ``timeout`` None means no TTL: only for releasing or checking, as an
+        acquired lock without a TTL would outlive a crashed holder.
+
+        With ``token``, the Lock stands for that token's acquisition: its
+        ``release``, ``reacquire``, ``extend`` and ``owned`` act only while
+        ``key`` holds ``token`` (raising ``redis.exceptions.LockNotOwnedError``
+        otherwise), from whatever thread calls them.
+        """
+        lock = Lock(self.redis, key, timeout=timeout, blocking=False, thread_local=False)
+        if token is not None:
+            lock.local.token = self._encoder.encode(token)
+        return lock
+
+    def _stateless_lock(self, key: str, timeout: float | None) -> Lock:
+        lock = self._stateless.get((key, timeout))
+        if lock is None:
+            if len(self._stateless) >= 1024:
+                self._stateless.clear()
+            lock = self._stateless[(key, timeout)] = self.owned_lock(key, timeout)
+        return lock
 
     def raise_or_lock(self, key: str, timeout: float, token: str | None = None, *,
-                      wait: float = 0.0, keep_waiting: Callable[[LockHolder], bool] | None = None) -> str:
-        """Take the lock ``key`` for ``timeout`` seconds or raise :class:`LockHeld`.
+                      wait: float | None = None, keep_waiting: Callable[[LockHolder], bool] | None = None) -> str:
+        """Take the lock ``key`` for ``timeout`` seconds or raise :class:`LockHeld` (celery-once's interface).
 
         Args:
             key: the Redis key.
-            timeout: TTL in seconds.
+            timeout: TTL in seconds (>= 0.001).
             token: the value to store (a new random one when None).
-            wait: seconds to keep trying while the lock is held (celery-once's
-                ``blocking_timeout``; 0 = one try). Polls every 20 ms.
+            wait: seconds to keep trying while the lock is held (0 = one try,
+                ``math.inf`` = no limit). None (what celery-once passes)
+                means the settings decide: ``blocking_timeout`` when
+                ``blocking`` is True, else one try. Polls every 20 ms.
             keep_waiting: called with the holder; waiting stops at once when it
                 returns False (e.g. the holder is a run for the same scheduled time).
         Returns the token stored.
         Raises:
             LockHeld: another token holds the lock; ``countdown`` is the seconds left.
+            ValueError: ``timeout`` is not a number of seconds >= 0.001, or
+                ``wait`` is negative or NaN.
         """
+        _check_ttl("timeout", timeout)
         token = token or uuid.uuid4().hex
+        wait = self.default_wait if wait is None else wait
+        if not wait >= 0:  # also NaN, which would wait forever
+            raise ValueError(f"wait={wait!r} is invalid: a number of seconds >= 0 (math.inf: no limit)")
         deadline = time.monotonic() + wait
+        lock = self._stateless_lock(key, timeout)
         while True:
-            if self.redis.set(key, token, nx=True, px=int(timeout * 1000)):
+            # do_acquire is acquire's one SET NX PX, without its own waiting
+            # loop (ours consults keep_waiting) and without remembering the
+            # token on the Lock object (the token is the caller's to keep).
+            if lock.do_acquire(token):
                 return token
             holder = self.holder(key)
             if holder is None:
                 continue  # freed between SET and GET: try again at once
-            if time.monotonic() >= deadline or (keep_waiting is not None and not keep_waiting(holder)):
+            left = deadline - time.monotonic()
+            if left <= 0 or (keep_waiting is not None and not keep_waiting(holder)):
                 raise LockHeld(holder.ttl_ms / 1000, holder)
-            time.sleep(0.02)
+            time.sleep(min(POLL_SECONDS, left))
 
     def claim(self, key: str, token: str, timeout: float) -> int:
         """Confirm or take the lock for ``token``, resetting its TTL to ``timeout`` seconds.
@@ -144,18 +237,49 @@ class OwnedRedisBackend:
         Returns :data:`CLAIM_HELD_ALREADY` (``token`` held it), :data:`CLAIM_TAKEN`
         (it was free and ``token`` holds it now) or :data:`CLAIM_REFUSED`
         (another token holds it).
+        Raises:
+            ValueError: ``timeout`` is not a number of seconds >= 0.001.
         """
-        return int(self._claim(keys=[key], args=[token, int(timeout * 1000)]))
+        _check_ttl("timeout", timeout)
+        lock = self.owned_lock(key, timeout, token)
+        while True:
+            try:
+                lock.reacquire()
+                return CLAIM_HELD_ALREADY
+            except LockNotOwnedError:
+                pass
+            if lock.acquire(blocking=False, token=token):
+                return CLAIM_TAKEN
+            holder = self.holder(key)
+            if holder is not None and holder.token != token:
+                return CLAIM_REFUSED
+            # Freed meanwhile, or taken under this very token (a second copy of
+            # the same message): look again.
 
     def renew(self, key: str, token: str, timeout: float) -> bool:
-        """Extend the lock to ``timeout`` seconds from now if ``token`` holds it; False if it was lost."""
-        return bool(self._renew(keys=[key], args=[token, int(timeout * 1000)]))
+        """Reset the lock's TTL to ``timeout`` seconds if ``token`` holds it; False if it was lost.
+
+        Raises:
+            ValueError: ``timeout`` is not a number of seconds >= 0.001.
+        """
+        _check_ttl("timeout", timeout)
+        try:
+            return self.owned_lock(key, timeout, token).reacquire()
+        except LockNotOwnedError:
+            return False
 
     def clear_lock(self, key: str, token: str | None = None) -> bool:
-        """Release ``key``. With ``token``: only if that token holds it. Without: forced (operators only)."""
+        """Release ``key``; True when a lock was deleted.
+
+        With ``token``: only if that token holds it. Without: forced (operators only).
+        """
         if token is None:
             return bool(self.redis.delete(key))
-        return bool(self._release(keys=[key], args=[token]))
+        try:
+            self._stateless_lock(key, None).do_release(token)  # redis-py's compare-and-delete script
+        except LockNotOwnedError:
+            return False
+        return True
 
     def holder(self, key: str) -> LockHolder | None:
         """Return the current holder of ``key`` or None when the lock is free."""
@@ -169,7 +293,7 @@ class OwnedRedisBackend:
 
 
 class LockRenewer:
-    """Keeps a lock alive while a job runs: renews it every ``ttl/3`` seconds.
+    """Keeps a lock alive while a job runs: renews it every ``ttl/3`` seconds (SPEC §6).
 
     Use as a context manager around the work. If the lock is found lost
     (forcibly cleared, or Redis was unreachable for a whole TTL),
@@ -209,10 +333,13 @@ class LockRenewer:
 # --- The seed's ad-hoc lock API (SPEC §6) ------------------------------------
 
 ADHOC_PREFIX = "qo_adhoc_"
-#: (thread id, lock name) -> token: a release can only remove what the same
-#: thread acquired, never a lock another thread or process took meanwhile.
-_tokens: dict[tuple[int, str], str] = {}
-_tokens_lock = threading.Lock()
+
+#: Lock name -> the ``Lock`` of an acquisition made by :func:`acquire_lock` in
+#: this context. Never mutated, only replaced: a context copied for a new
+#: asyncio task or ``asyncio.to_thread`` shares the Lock objects it had then,
+#: and nothing set afterwards on either side.
+_held: contextvars.ContextVar[Mapping[str, Lock]] = contextvars.ContextVar(
+    "scheduler_app_adhoc_locks", default=MappingProxyType({}))
 
 
 def default_backend() -> OwnedRedisBackend:
@@ -222,54 +349,76 @@ def default_backend() -> OwnedRedisBackend:
     return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
 
 
-def _check(name: str, ttl_seconds: float) -> None:
+def _take(name: str, ttl_seconds: float) -> Lock | None:
+    """Take the lock without waiting; return the acquisition's Lock, or None when it is held."""
     if not name:
         raise ValueError("lock name must not be empty")
-    if not isinstance(ttl_seconds, (int, float)) or not math.isfinite(ttl_seconds) or ttl_seconds < 0.001:
-        raise ValueError(f"ttl_seconds={ttl_seconds!r} is invalid: a number of seconds >= 0.001")
+    _check_ttl("ttl_seconds", ttl_seconds)
+    lock = default_backend().owned_lock(ADHOC_PREFIX + name, ttl_seconds)
+    return lock if lock.acquire(blocking=False, token=uuid.uuid4().hex) else None
 
 
-def _take(name: str, ttl_seconds: float) -> str | None:
-    """Take the lock; return its token, or None when it is held."""
-    _check(name, ttl_seconds)
-    token = uuid.uuid4().hex
+def _release(lock: Lock) -> bool:
     try:
-        default_backend().raise_or_lock(ADHOC_PREFIX + name, timeout=ttl_seconds, token=token)
-    except AlreadyQueued:
-        return None
-    return token
+        lock.release()
+    except LockError:  # expired and maybe taken by another holder, or released already
+        return False
+    return True
 
 
 def acquire_lock(name: str, ttl_seconds: float) -> bool:
-    """Try to take the named lock for ``ttl_seconds`` seconds (no waiting).
+    """Try to take the named lock for ``ttl_seconds`` seconds, without waiting (SPEC §6).
 
-    Returns True when this thread now holds it. Its token is remembered for
-    this thread, so :func:`release_lock` from the same thread releases it and
-    nothing else does; the lock expires by itself after ``ttl_seconds``.
-    Raises ValueError for an empty name or a TTL below 1 ms (or not finite).
+    Returns True when the caller now holds it. The acquisition is remembered
+    in the current context (see :func:`release_lock`); the lock expires by
+    itself after ``ttl_seconds``.
+    Raises:
+        ValueError: an empty name, or a TTL below 1 ms or not finite.
+        redis.RedisError: Redis is unreachable.
     """
-    token = _take(name, ttl_seconds)
-    if token is None:
+    lock = _take(name, ttl_seconds)
+    if lock is None:
         return False
-    with _tokens_lock:
-        _tokens[(threading.get_ident(), name)] = token
+    _held.set(MappingProxyType({**_held.get(), name: lock}))
     return True
 
 
 def release_lock(name: str) -> bool:
-    """Release the named lock if this thread holds it; True when it was released.
+    """Release the named lock if the caller's acquisition still holds it; True when it was released (SPEC §6).
 
-    A lock that expired and was taken by someone else is left alone (compare-and-delete).
+    Who is "the caller": the acquisition made by :func:`acquire_lock` in the
+    current :mod:`contextvars` context, which is per asyncio task and per
+    thread. So:
+
+    * two asyncio tasks (or two threads) never release each other's locks,
+      even in one thread: a task whose lock expired and was taken by another
+      gets False and the other's lock stays;
+    * a task or thread that started with a *copy* of the acquirer's context
+      after it acquired (``asyncio.create_task`` in the acquirer,
+      ``asyncio.to_thread``, ``contextvars.copy_context().run``) carries the
+      same acquisition and may release it; the acquirer's own release then
+      returns False, as the lock is no longer its to release;
+    * code that shares one context without asyncio (successive calls in one
+      plain thread) shares its acquisitions, as before.
+
+    A lock that expired and was taken by someone else is always left alone
+    (compare-and-delete). Raises ``redis.RedisError`` when Redis is unreachable.
     """
-    with _tokens_lock:
-        token = _tokens.pop((threading.get_ident(), name), None)
-    if token is None:
+    held = _held.get()
+    lock = held.get(name)
+    if lock is None:
         return False
-    return default_backend().clear_lock(ADHOC_PREFIX + name, token=token)
+    _held.set(MappingProxyType({key: value for key, value in held.items() if key != name}))
+    return _release(lock)
 
 
 def with_lock(name: str, fn: Callable[[], T], ttl_seconds: float) -> T | None:
-    """Run ``fn()`` under the named lock; return its result, or None when the lock is held."""
+    """Run ``fn()`` under the named lock for at most ``ttl_seconds`` seconds (SPEC §6).
+
+    Returns fn's result, or None (without calling it) when the lock is held.
+    Raises what :func:`acquire_lock` raises, and what ``fn`` raises (the lock
+    is released first).
+    """
     with lock(name, ttl_seconds) as acquired:
         if not acquired:
             return None
@@ -278,14 +427,15 @@ def with_lock(name: str, fn: Callable[[], T], ttl_seconds: float) -> T | None:
 
 @contextlib.contextmanager
 def lock(name: str, ttl_seconds: float) -> Iterator[bool]:
-    """Context-manager form: ``with lock("x", 30) as acquired: ...``; released on exit if acquired.
+    """Context-manager form (SPEC §6): ``with lock("x", 30) as acquired: ...``; released on exit if acquired.
 
-    The block keeps its own token, so an inner or concurrent use of the same
-    name can never release this block's lock, nor this block another's.
+    The block keeps its own acquisition, so an inner or concurrent use of the
+    same name can never release this block's lock, nor this block another's.
+    Raises what :func:`acquire_lock` raises.
     """
-    token = _take(name, ttl_seconds)
+    acquisition = _take(name, ttl_seconds)
     try:
-        yield token is not None
+        yield acquisition is not None
     finally:
-        if token is not None:
-            default_backend().clear_lock(ADHOC_PREFIX + name, token=token)
+        if acquisition is not None:
+            _release(acquisition)

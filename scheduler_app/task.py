@@ -198,10 +198,9 @@ class JobTask(QueueOnce):
         wait at once. Manual triggers never wait.
         """
         own_slot = slot_of_task_id(task_id)
-        once = self.once_config["settings"]
-        wait = float(once.get("blocking_timeout", 0)) if scheduled_for is not None and once.get("blocking") else 0.0
         self.once_backend.raise_or_lock(
-            self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id, wait=wait,
+            self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id,
+            wait=None if scheduled_for is not None else 0.0,  # None: the backend's blocking settings decide
             keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,
         )
 

@@ -29,7 +29,7 @@ def test_only_the_holder_releases_a_lock(backend, job_redis):
 def test_a_held_lock_raises_with_holder_and_seconds_left(backend):
     backend.raise_or_lock("qo_t", timeout=5, token="holder-1")
     with pytest.raises(LockHeld) as err:
-        backend.raise_or_lock("qo_t", timeout=5, token="holder-2")
+        backend.raise_or_lock("qo_t", timeout=5, token="holder-2", wait=0)
     assert err.value.holder.token == "holder-1"
     assert 4.0 < err.value.countdown <= 5.0
 
@@ -123,3 +123,270 @@ def test_another_thread_cannot_release_this_threads_lock(job_redis):
 def test_bad_arguments_are_named(name, ttl, message):
     with pytest.raises(ValueError, match=message):
         locks.acquire_lock(name, ttl)
+
+
+# --- Ownership per acquisition, not per thread (issue 7) ---------------------
+
+
+def test_two_asyncio_tasks_in_one_thread_do_not_release_each_others_lock(job_redis):
+    import asyncio
+
+    results: dict[str, object] = {}
+
+    async def task_a():
+        results["a_acquired"] = locks.acquire_lock("x", 0.5)
+        await asyncio.sleep(1.0)  # A's lock expires at 0.5 s; B takes it at 0.7 s
+        results["a_released"] = locks.release_lock("x")
+        results["after_a"] = job_redis.get("qo_adhoc_x")
+
+    async def task_b():
+        await asyncio.sleep(0.7)
+        results["b_acquired"] = locks.acquire_lock("x", 10)
+        results["b_token"] = job_redis.get("qo_adhoc_x")
+        await asyncio.sleep(0.6)  # until after A's release
+        results["b_released"] = locks.release_lock("x")
+
+    async def main():
+        await asyncio.gather(task_a(), task_b())
+
+    # given A and B in one thread, A's lock expired and B holding it now
+    asyncio.run(main())
+    # then A's release is refused and leaves B's lock; B's own release works
+    assert results["a_acquired"] is True and results["b_acquired"] is True
+    assert results["a_released"] is False
+    assert results["after_a"] == results["b_token"] is not None
+    assert results["b_released"] is True
+    assert job_redis.get("qo_adhoc_x") is None
+
+
+def test_a_sibling_task_cannot_release_a_lock_it_did_not_acquire(job_redis):
+    import asyncio
+
+    async def main():
+        acquired = asyncio.Event()
+        holder_may_leave = asyncio.Event()
+
+        async def holder():
+            assert locks.acquire_lock("x", 30)
+            acquired.set()
+            await holder_may_leave.wait()
+            return locks.release_lock("x")
+
+        async def sibling():
+            await acquired.wait()
+            released = locks.release_lock("x")
+            still_there = job_redis.get("qo_adhoc_x") is not None
+            holder_may_leave.set()
+            return released, still_there
+
+        return await asyncio.gather(holder(), sibling())
+
+    holder_released, (sibling_released, still_there) = asyncio.run(main())
+    assert sibling_released is False and still_there is True
+    assert holder_released is True
+    assert job_redis.get("qo_adhoc_x") is None
+
+
+def test_work_started_from_the_acquirer_after_acquiring_carries_the_acquisition(job_redis):
+    import asyncio
+
+    async def main():
+        assert locks.acquire_lock("x", 30)
+        # asyncio.to_thread runs in a copy of this task's context: it holds the same acquisition
+        released_by_helper = await asyncio.to_thread(locks.release_lock, "x")
+        return released_by_helper, locks.release_lock("x")
+
+    released_by_helper, released_by_acquirer = asyncio.run(main())
+    assert released_by_helper is True
+    assert released_by_acquirer is False  # already released by the work it handed the lock to
+    assert job_redis.get("qo_adhoc_x") is None
+
+
+def test_a_release_from_another_thread_with_the_token_is_owner_only(backend, job_redis):
+    # the job lock's holder is its token, whatever thread acts for it (the renewer is another thread)
+    import threading
+
+    backend.raise_or_lock("qo_t", timeout=30, token="task-1", wait=0)
+    results = []
+    worker = threading.Thread(target=lambda: results.extend(
+        [backend.clear_lock("qo_t", token="task-2"), backend.renew("qo_t", "task-1", 60),
+         backend.clear_lock("qo_t", token="task-1")]))
+    worker.start()
+    worker.join()
+    assert results == [False, True, True]
+    assert job_redis.get("qo_t") is None
+
+
+# --- claim and renew ----------------------------------------------------------
+
+
+def test_claim_takes_a_free_lock_confirms_its_own_and_refuses_anothers(backend, job_redis):
+    assert backend.claim("qo_t", "task-1", 1) == locks.CLAIM_TAKEN
+    assert job_redis.get("qo_t") == "task-1"
+    assert backend.claim("qo_t", "task-1", 10) == locks.CLAIM_HELD_ALREADY
+    assert 9000 < job_redis.pttl("qo_t") <= 10000  # TTL reset to the claim's
+    assert backend.claim("qo_t", "task-2", 10) == locks.CLAIM_REFUSED
+    assert job_redis.get("qo_t") == "task-1"
+
+
+def test_renew_of_an_expired_lock_is_false_and_does_not_recreate_it(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=0.1, token="task-1", wait=0)
+    time.sleep(0.2)
+    assert backend.renew("qo_t", "task-1", 10) is False
+    assert job_redis.get("qo_t") is None
+
+
+def test_the_renewer_keeps_a_lock_past_its_ttl_and_reports_a_lost_one(backend, job_redis):
+    backend.raise_or_lock("qo_t", timeout=0.3, token="task-1", wait=0)
+    lost = []
+    with locks.LockRenewer(backend, "qo_t", "task-1", 0.3, on_lost=lambda: lost.append(True)) as renewer:
+        time.sleep(0.9)  # three TTLs
+        assert job_redis.get("qo_t") == "task-1"
+        backend.clear_lock("qo_t")  # an operator's forced clear
+        time.sleep(0.3)
+    assert renewer.lost is True and lost == [True]
+
+
+@pytest.mark.parametrize("timeout", [0, 0.0004, float("inf"), None])
+def test_a_bad_lock_timeout_is_named(backend, timeout):
+    with pytest.raises(ValueError, match=f"timeout={timeout!r} is invalid"):
+        backend.raise_or_lock("qo_t", timeout=timeout, token="task-1")
+
+
+@pytest.mark.parametrize("wait", [-1, float("nan")])
+def test_a_bad_wait_is_named(backend, job_redis, wait):
+    job_redis.set("qo_t", "holder", px=30_000)
+    with pytest.raises(ValueError, match=f"wait={wait!r} is invalid"):
+        backend.raise_or_lock("qo_t", timeout=5, token="task-1", wait=wait)
+
+
+# --- REDIS_URL options (issue 7) ----------------------------------------------
+
+
+def test_options_in_the_url_win_over_the_client_defaults(job_redis):
+    url = f"{settings.REDIS_URL}?socket_timeout=5&health_check_interval=7"
+    backend = OwnedRedisBackend({"url": url})
+    options = backend.redis.connection_pool.connection_kwargs
+    assert options["socket_timeout"] == 5.0
+    assert options["health_check_interval"] == 7
+    assert options["socket_connect_timeout"] == 5.0  # a default the URL does not set
+    # and the backend works on it
+    assert backend.raise_or_lock("qo_t", timeout=5, token="task-1", wait=0) == "task-1"
+    assert backend.clear_lock("qo_t", token="task-1") is True
+
+
+def test_a_url_without_options_gets_the_client_defaults():
+    options = locks.get_client(settings.REDIS_URL).connection_pool.connection_kwargs
+    assert (options["socket_timeout"], options["socket_connect_timeout"], options["health_check_interval"]) == (10.0, 5.0, 30)
+
+
+def test_a_rediss_url_makes_a_tls_client_with_its_options():
+    import redis
+
+    client = locks.get_client("rediss://:secret@127.0.0.1:6390/2?ssl_cert_reqs=none&socket_timeout=3")
+    pool = client.connection_pool
+    assert pool.connection_class is redis.SSLConnection
+    assert pool.connection_kwargs["ssl_cert_reqs"] == "none"
+    assert pool.connection_kwargs["socket_timeout"] == 3.0
+    assert pool.connection_kwargs["db"] == 2
+
+
+def test_celery_onces_unix_socket_url_is_understood():
+    import redis
+
+    pool = locks.get_client("redis+socket:///tmp/redis.sock?db=3").connection_pool
+    assert pool.connection_class is redis.UnixDomainSocketConnection
+    assert (pool.connection_kwargs["path"], pool.connection_kwargs["db"]) == ("/tmp/redis.sock", 3)
+
+
+def test_an_unknown_url_option_is_named_and_the_password_is_not():
+    with pytest.raises(ValueError, match="does not know.*'sockettimeout'") as err:
+        locks.get_client("redis://:secret@127.0.0.1:6390/0?sockettimeout=5")
+    assert "secret" not in str(err.value)
+
+
+# --- celery-once's blocking / blocking_timeout (issue 7) ----------------------
+
+
+def _backend_with(**once_settings) -> OwnedRedisBackend:
+    return OwnedRedisBackend({"url": settings.REDIS_URL, "default_timeout": 600, **once_settings})
+
+
+def _seconds_to_refuse(backend: OwnedRedisBackend, **kwargs) -> float:
+    started = time.monotonic()
+    with pytest.raises(LockHeld):
+        backend.raise_or_lock("qo_t", timeout=5, token="waiter", **kwargs)
+    return time.monotonic() - started
+
+
+def test_without_blocking_a_held_lock_is_refused_at_once(job_redis):
+    # given celery-once's default (blocking off), even with a blocking_timeout set
+    backend = _backend_with(blocking_timeout=5)
+    backend.raise_or_lock("qo_t", timeout=30, token="holder", wait=0)
+    # then raise_or_lock as celery-once calls it makes one try
+    assert _seconds_to_refuse(backend) < 0.2
+
+
+def test_with_blocking_it_waits_blocking_timeout_then_refuses(job_redis):
+    backend = _backend_with(blocking=True, blocking_timeout=0.5)
+    backend.raise_or_lock("qo_t", timeout=30, token="holder", wait=0)
+    assert 0.45 < _seconds_to_refuse(backend) < 1.0
+
+
+def test_with_blocking_it_takes_the_lock_once_released(job_redis):
+    backend = _backend_with(blocking=True, blocking_timeout=None)  # None: no limit (celery-once's meaning)
+    assert backend.default_wait == float("inf")
+    backend.raise_or_lock("qo_t", timeout=0.3, token="short", wait=0)
+    started = time.monotonic()
+    assert backend.raise_or_lock("qo_t", timeout=5, token="waiter") == "waiter"
+    assert 0.2 < time.monotonic() - started < 1.0
+
+
+def test_the_callers_wait_overrides_the_settings(job_redis):
+    job_redis.set("qo_t", "holder", px=30_000)
+    assert _seconds_to_refuse(_backend_with(blocking=True, blocking_timeout=5), wait=0) < 0.2
+    assert 0.25 < _seconds_to_refuse(_backend_with(blocking=False), wait=0.3) < 0.8
+
+
+def test_the_projects_settings_wait_one_second():
+    backend = OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+    assert (backend.blocking, backend.default_wait) == (True, 1.0)
+
+
+@pytest.mark.parametrize(("once_settings", "message"), [
+    ({"blocking": "yes"}, "blocking='yes' is invalid"),
+    ({"blocking": True, "blocking_timeout": -1}, "blocking_timeout=-1 is invalid"),
+    ({"blocking": True, "blocking_timeout": "1"}, "blocking_timeout='1' is invalid"),
+])
+def test_bad_blocking_settings_are_named(once_settings, message):
+    with pytest.raises(ValueError, match=message):
+        _backend_with(**once_settings)
+
+
+@pytest.mark.django_db
+def test_a_beat_trigger_waits_as_the_settings_say_and_a_manual_one_never(job_redis, monkeypatch):
+    import datetime as dt
+
+    from celery import current_app
+
+    from scheduler_app.jobs import get_spec, iso, make_task_id
+
+    spec = get_spec("test-noop")
+    task = current_app.tasks[spec.task_name]
+    slot = dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.timezone.utc)
+    # given the lock held by a run of an earlier scheduled time
+    job_redis.set(spec.lock_key, make_task_id("test-noop", slot - dt.timedelta(hours=1)), px=30_000)
+
+    def seconds_to_refuse(kwargs) -> float:
+        started = time.monotonic()
+        _, _, rejected = task.reserve(kwargs)
+        assert rejected is not None and rejected.state == "REJECTED"
+        return time.monotonic() - started
+
+    # the project's settings (blocking, 1 s): a beat trigger waits 1 s, a manual one does not
+    monkeypatch.setattr(type(task), "_backend_instance", OwnedRedisBackend(settings.CELERY_ONCE["settings"]), raising=False)
+    assert 0.95 < seconds_to_refuse({"trigger": "beat", "scheduled_for": iso(slot)}) < 1.8
+    assert seconds_to_refuse({"trigger": "manual"}) < 0.3
+    # blocking off: a beat trigger does not wait either
+    monkeypatch.setattr(type(task), "_backend_instance", _backend_with(blocking=False, blocking_timeout=1.0))
+    assert seconds_to_refuse({"trigger": "beat", "scheduled_for": iso(slot + dt.timedelta(hours=1))}) < 0.3
