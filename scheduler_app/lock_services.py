@@ -100,7 +100,10 @@ def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False)
         worker = worker_working_on(holder.token) or _renewing_run(spec, holder)
         if worker is not None:
             raise HolderAlive(holder, worker)
-    backend.clear_lock(spec.lock_key)
+    # Only the holder that was judged stale: if it expired meanwhile and a new run took
+    # the lock, that run keeps it.
+    if not backend.clear_lock(spec.lock_key, token=holder.token):
+        return None  # expired meanwhile: nothing of the stale holder is left to clear
     logger.warning("Job %s: lock of %s cleared by %s", spec.name, holder.token, actor)
     audit = import_string(settings.SCHEDULER_AUDIT_LOG_FUNCTION)
     audit(
