@@ -7,6 +7,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from scheduler_app import schedule_admin  # noqa: F401 - registers the schedule pages
 from scheduler_app.admin_base import ReadOnlyAdmin
 from scheduler_app.lock_services import HolderAlive, all_lock_statuses, clear_job_lock
 from scheduler_app.models import JobRun

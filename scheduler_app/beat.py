@@ -169,7 +169,7 @@ class JobScheduler(DatabaseScheduler):
         from scheduler_app.sync import sync_schedules
 
         try:
-            for line in sync_schedules():
+            for line in sync_schedules(actor="beat start-up (sync_schedules)"):
                 logger.info("%s", line)
         except Exception:  # never keep beat from starting over a schedule problem
             logger.exception("Could not create missing schedules; run `manage.py sync_schedules`")

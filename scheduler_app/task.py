@@ -149,7 +149,9 @@ class JobTask(QueueOnce):
         """Prepare one run and take the job's lock for it (module docstring, step 1).
 
         Args:
-            kwargs: task kwargs (``trigger``, ``scheduled_for``, ``dry_run``).
+            kwargs: task kwargs (``trigger``, ``scheduled_for``, ``dry_run``). A manual
+                trigger with ``scheduled_for`` runs that scheduled time by hand
+                (``run_job --scheduled-for``), under the same once-per-time guarantee.
             headers: message headers; ``scheduled_for`` (set by the beat scheduler) marks a beat trigger.
             task_id: use this id instead of making one.
         Returns:
@@ -167,12 +169,15 @@ class JobTask(QueueOnce):
         trigger = kwargs.setdefault("trigger", JobRun.Trigger.BEAT if from_beat else JobRun.Trigger.MANUAL)
         if trigger not in JobRun.Trigger.values:
             raise ValueError(f"trigger={trigger!r} is invalid: one of {', '.join(map(repr, JobRun.Trigger.values))}")
-        scheduled_for = parse_iso(kwargs.get("scheduled_for") or headers.get("scheduled_for"))
-        if trigger == JobRun.Trigger.BEAT and scheduled_for is None:
-            raise ValueError(f"a beat trigger of {self.spec.name} needs its scheduled time (kwarg or header scheduled_for)")
-        if trigger == JobRun.Trigger.MANUAL:
-            scheduled_for = None
-            kwargs.pop("scheduled_for", None)
+        if trigger == JobRun.Trigger.BEAT:
+            scheduled_for = parse_iso(kwargs.get("scheduled_for") or headers.get("scheduled_for"))
+            if scheduled_for is None:
+                raise ValueError(f"a beat trigger of {self.spec.name} needs its scheduled time "
+                                 "(kwarg or header scheduled_for)")
+        else:  # a header alone (the admin's "Run selected tasks") never makes a manual run a scheduled one
+            scheduled_for = parse_iso(kwargs.get("scheduled_for"))
+            if scheduled_for is None:
+                kwargs.pop("scheduled_for", None)
         if scheduled_for is not None:
             kwargs["scheduled_for"] = iso(scheduled_for)
         task_id = task_id or make_task_id(self.spec.name, scheduled_for)

@@ -1,12 +1,15 @@
-"""``manage.py run_job NAME [--dry-run] [--local]``: run a job now (SPEC §1).
+"""``manage.py run_job NAME [--dry-run] [--local] [--scheduled-for ISO-TIME]``: run a job now (SPEC §1, §10).
 
 Exit codes: 0 succeeded, 1 failed after all attempts (or no outcome), 2 usage
-error (unknown job: the valid names are listed), 3 skipped because another
-run holds the lock (the holder and the expiry are printed).
+error (unknown job: the valid names are listed; a ``--scheduled-for`` that is
+not a fire time of the job's schedule), 3 skipped because another run holds
+the lock (the holder and the expiry are printed) or the scheduled time
+already has a run (its id is printed).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import signal
 import sys
@@ -14,7 +17,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from scheduler_app.context import MAX_ATTEMPTS
+from scheduler_app.context import MAX_ATTEMPTS, iso
 from scheduler_app.locks import LockHeld
 from scheduler_app.models import JobRun
 from scheduler_app.registry import get_spec, load_registry
@@ -37,8 +40,12 @@ class Command(BaseCommand):
         parser.add_argument("--timeout", type=float, default=3600.0,
                             help="Seconds to wait for the worker's outcome (default 3600).")
         parser.add_argument("--list", action="store_true", help="List the jobs and exit.")
+        parser.add_argument("--scheduled-for", metavar="ISO-TIME",
+                            help="Run this scheduled time of the job (a past fire time of its schedule, e.g. "
+                                 "2026-11-30T09:00:00Z; without an offset: TIME_ZONE), once: exit 3 if it has a run.")
 
-    def handle(self, *args, name=None, dry_run=False, local=False, timeout=3600.0, list=False, **options):
+    def handle(self, *args, name=None, dry_run=False, local=False, timeout=3600.0, list=False, scheduled_for=None,
+               **options):
         registry = load_registry()
         if list:
             for spec in sorted(registry.values(), key=lambda s: s.name):
@@ -52,6 +59,7 @@ class Command(BaseCommand):
             raise CommandError(exc.args[0], returncode=EXIT_USAGE) from None
         if not math.isfinite(timeout) or timeout <= 0:
             raise CommandError(f"--timeout={timeout} is invalid: a positive number of seconds", returncode=EXIT_USAGE)
+        slot = _scheduled_time(name, scheduled_for) if scheduled_for else None
 
         from django.db import DatabaseError
         from kombu.exceptions import OperationalError as BrokerError
@@ -60,7 +68,14 @@ class Command(BaseCommand):
         # SIGTERM (e.g. `timeout`, systemd) ends a local run like Ctrl-C: recorded as failed, lock released.
         signal.signal(signal.SIGTERM, _interrupt)
         try:
-            sys.exit(self._run(name, spec, dry_run=dry_run, local=local, timeout=timeout))
+            if slot is not None:
+                existing = JobRun.objects.filter(job=name, scheduled_for=slot).exclude(
+                    status=JobRun.Status.SKIPPED).first()
+                if existing is not None:
+                    self.stderr.write(f"Job {name}: scheduled time {iso(slot)} already has run {existing.pk} "
+                                      f"({existing.status}); nothing sent")
+                    sys.exit(EXIT_SKIPPED)
+            sys.exit(self._run(name, spec, dry_run=dry_run, local=local, timeout=timeout, scheduled_for=slot))
         except DatabaseError as exc:
             self.stderr.write(f"The database is not usable ({type(exc).__name__}: {exc}); "
                               "has `manage.py migrate` been run?")
@@ -74,11 +89,13 @@ class Command(BaseCommand):
                               "; a run already sent goes on in the worker (see the admin's Job runs)"))
             sys.exit(EXIT_FAILED)
 
-    def _run(self, name, spec, *, dry_run: bool, local: bool, timeout: float) -> int:
+    def _run(self, name, spec, *, dry_run: bool, local: bool, timeout: float, scheduled_for=None) -> int:
         from celery import current_app, states
 
         task = current_app.tasks[spec.task_name]
-        kwargs = {"trigger": "manual", "dry_run": dry_run}
+        kwargs = {"trigger": JobRun.Trigger.MANUAL, "dry_run": dry_run}
+        if scheduled_for is not None:
+            kwargs["scheduled_for"] = iso(scheduled_for)
         if local:
             result = task.run_locally(kwargs)
         else:
@@ -95,7 +112,10 @@ class Command(BaseCommand):
             if isinstance(held, LockHeld):
                 self.stderr.write(f"Job {name} skipped: lock held by {JobRun.objects.describe_holder(held.holder)}")
             else:
-                self.stderr.write(f"Job {name} skipped: another run holds this scheduled time")
+                run = JobRun.objects.filter(job=name, scheduled_for=scheduled_for).exclude(
+                    status=JobRun.Status.SKIPPED).first() if scheduled_for else None
+                self.stderr.write(f"Job {name} skipped: scheduled time {iso(scheduled_for)} already has "
+                                  + (f"run {run.pk}" if run else "a run"))
             return EXIT_SKIPPED
         if not local:
             self.stdout.write(f"Sent job {name} as task {result.id}; waiting for the worker (Ctrl-C stops waiting, not the job)")
@@ -128,6 +148,49 @@ class Command(BaseCommand):
         last_line = (run.error.strip().splitlines() or ["unknown error"])[-1]
         self.stderr.write(f"Job {name} failed after {run.attempts} attempts (run {run.pk}): {last_line}")
         return EXIT_FAILED
+
+
+def _scheduled_time(name: str, text: str) -> dt.datetime:
+    """The aware scheduled time ``text`` names, checked to be a past fire time of job ``name``'s schedule.
+
+    The schedule is the job's ``PeriodicTask`` (as beat reads it), or the
+    registry's default crontab when it has none.
+
+    Raises:
+        CommandError: (exit 2) not ISO 8601, in the future, or not a fire time.
+    """
+    from django.utils import timezone as dj_timezone
+    from django_celery_beat.models import PeriodicTask
+
+    from scheduler_app.registry import get_spec
+    from scheduler_app.schedule_services import task_schedule
+    from scheduler_app.schedules import next_fire_times, parse_crontab, slot_for
+
+    try:
+        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise CommandError(f"--scheduled-for={text!r} is invalid: an ISO 8601 time such as 2026-11-30T09:00:00Z",
+                           returncode=EXIT_USAGE) from None
+    if dj_timezone.is_naive(moment):
+        moment = dj_timezone.make_aware(moment)
+    task = PeriodicTask.objects.select_related("crontab", "interval", "clocked").filter(name=name).first()
+    try:
+        schedule = task_schedule(task) if task is not None else parse_crontab(get_spec(name).crontab,
+                                                                               tz=dj_timezone.get_default_timezone())
+        if task is None:
+            schedule.tz = dj_timezone.get_default_timezone()
+        fires = slot_for(schedule, moment) == moment
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"job {name}: its schedule has no scheduled times to run ({exc})", returncode=EXIT_USAGE) from None
+    if moment > dj_timezone.now():
+        raise CommandError(f"--scheduled-for={iso(moment)} has not come yet; beat will run it", returncode=EXIT_USAGE)
+    if not fires:
+        before = slot_for(schedule, moment)
+        after = next_fire_times(schedule, moment, 1)
+        raise CommandError(
+            f"--scheduled-for={iso(moment)} is not a scheduled time of {name} ({schedule!r}); the nearest are "
+            f"{iso(before)} and {iso(after[0]) if after else 'none'}", returncode=EXIT_USAGE)
+    return moment
 
 
 def _safe_url() -> str:
