@@ -42,13 +42,15 @@ $(STAMP): requirements.txt requirements-dev.txt | $(VENV_PYTHON)
 
 # The settings refuse DEBUG off without a secret key. For local development
 # `make run` writes `.env` once (DJANGO_DEBUG=true and a generated key); the
-# settings read it in every shell, so `manage.py` works there too.
+# settings read it in every shell, so `manage.py` works there too. While the
+# launcher runs an embedded Redis it adds that Redis's REDIS_URL to `.env` in a
+# marked block (devtools/launcher.py), so other shells find it as well.
 .env:
 	@$(VENV_PYTHON) -c 'import secrets; print("# Written by make run for local development only.\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50) + "\n# Summary emails are written as files under .run/emails/ instead of flooding the terminal.\nEMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend")' > $@
 	@echo "Wrote .env (DJANGO_DEBUG=true, a generated DJANGO_SECRET_KEY, emails to .run/emails/) for local development"
 
 run: venv .env
-	$(VENV_PYTHON) -m config.dev
+	$(VENV_PYTHON) -m devtools.launcher
 
 test: venv
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from scheduler_app.embedded_redis import (
+from devtools.embedded_redis import (
     RedisStartError,
     die_with_parent_hook,
     start_redis_server,
