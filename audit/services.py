@@ -14,9 +14,9 @@ Public functions:
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import logging
-import itertools
 from collections.abc import Callable, Iterable
 from time import monotonic
 from typing import Any, NamedTuple
