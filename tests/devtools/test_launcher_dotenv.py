@@ -7,11 +7,13 @@ import shutil
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from devtools import launcher
-from tests.processes import ROOT
+
+ROOT = Path(__file__).resolve().parents[2]
 
 DEVELOPER_ENV = "# Written by make run\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=abc\n"
 
