@@ -3,7 +3,8 @@
 #               needed), a worker, beat and the admin on 127.0.0.1:$(PORT)
 #   make test   install into .venv and run the whole test suite
 #
-# Other targets: venv (install only), bench (benchmarks), clean.
+# Other targets: venv (install only), bench (benchmarks), lint (import
+# contracts), clean.
 # Pass extra pytest arguments with PYTEST_ARGS="-k archive -x", benchmark
 # arguments with BENCH_ARGS="--quick --json out.json".
 
@@ -19,12 +20,13 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test bench clean
+.PHONY: help venv run test bench lint clean
 
 help:
 	@echo "make run    start Redis (if needed), worker, beat and admin on 127.0.0.1:\$${PORT:-8000}"
 	@echo "make test   run the test suite (PYTEST_ARGS=... to pass arguments to pytest)"
 	@echo "make bench  run the benchmarks (BENCH_ARGS=... to pass arguments)"
+	@echo "make lint   check the import contracts of pyproject.toml (lint-imports)"
 	@echo "make venv   create .venv and install requirements-dev.txt"
 	@echo "make clean  remove .venv, .run and caches (keeps db.sqlite3)"
 
@@ -42,19 +44,25 @@ $(STAMP): requirements.txt requirements-dev.txt | $(VENV_PYTHON)
 
 # The settings refuse DEBUG off without a secret key. For local development
 # `make run` writes `.env` once (DJANGO_DEBUG=true and a generated key); the
-# settings read it in every shell, so `manage.py` works there too.
+# settings read it in every shell, so `manage.py` works there too. While the
+# launcher runs an embedded Redis it adds that Redis's REDIS_URL to `.env` in a
+# marked block (devtools/launcher.py), so other shells find it as well.
 .env:
 	@$(VENV_PYTHON) -c 'import secrets; print("# Written by make run for local development only.\nDJANGO_DEBUG=true\nDJANGO_SECRET_KEY=" + secrets.token_urlsafe(50) + "\n# Summary emails are written as files under .run/emails/ instead of flooding the terminal.\nEMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend")' > $@
 	@echo "Wrote .env (DJANGO_DEBUG=true, a generated DJANGO_SECRET_KEY, emails to .run/emails/) for local development"
 
 run: venv .env
-	$(VENV_PYTHON) -m config.dev
+	$(VENV_PYTHON) -m devtools.launcher
 
 test: venv
 	$(VENV_PYTHON) -m pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
+
+# The one-way dependency rule between the apps (README, Architecture).
+lint: venv
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .run .pytest_cache staticfiles

@@ -19,7 +19,7 @@ summaries   generate + send the week's summaries, locmem       the same at ten t
 statuses    ``update_group_statuses`` over 100,000 groups      one plain ``UPDATE`` per transition on identical
             (quick: 10,000), 60% of which change               data; query count at ten times as many groups
 lock        ``raise_or_lock`` + ``clear_lock(key, token)``     ``SET NX PX`` + ``DEL``, same client, interleaved
-dispatch    no-op job ``test-noop`` through a real worker:     a plain ``@app.task`` (``bench.tasks``), same loop
+dispatch    no-op job ``bench-noop`` through a real worker:    a plain ``@app.task`` (``bench.tasks``), same loop
             trigger -> ``JobRun.started_at``, and throughput
 =========== ================================================== =================================================
 

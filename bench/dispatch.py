@@ -1,9 +1,9 @@
 """Dispatch: trigger -> job start through a real worker, and no-op job throughput vs a plain Celery task.
 
 A real ``celery -A config worker`` (prefork, 2 processes, the bench's
-database and Redis, ``EXTRA_JOB_MODULES=tests.jobs,bench.tasks``) runs:
+database and Redis, ``EXTRA_JOB_MODULES=bench.tasks``) runs:
 
-* the no-op job ``test-noop`` (``tests.jobs``), sent the way ``run_job`` sends
+* the no-op job ``bench-noop`` (``bench.tasks``), sent the way ``run_job`` sends
   it: ``task.apply_async(kwargs={"trigger": "manual"})``, which takes the job's
   lock, then the worker confirms the lock, records a ``JobRun`` and runs it;
 * the plain ``bench.tasks.plain_noop`` (``@app.task``, nothing else).
@@ -99,13 +99,12 @@ def _run_plain(task) -> None:
 
 def run(*, samples: int, throughput_runs: int, workdir: str | None = None, log=print) -> dict[str, float | int]:
     """Start a worker, measure, stop it; return the ``dispatch.*`` keys."""
-    from bench.tasks import plain_noop
+    from bench.tasks import noop_job, plain_noop
     from scheduler_app.jobs import get_spec
     from scheduler_app.locks import get_client
     from scheduler_app.models import JobRun
-    from tests.jobs import noop_job
 
-    spec = get_spec("test-noop")
+    spec = get_spec("bench-noop")
     lock_client = get_client(settings.REDIS_URL)
     workdir = workdir or tempfile.mkdtemp(prefix="bench-worker-")
     log(f"dispatch: starting a celery worker (prefork, {CONCURRENCY} processes)")

@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from scheduler_app.embedded_redis import (
+from devtools.embedded_redis import (
     RedisStartError,
     die_with_parent_hook,
     start_redis_server,
@@ -36,8 +36,8 @@ from scheduler_app.embedded_redis import (
 ROOT = Path(__file__).resolve().parent.parent
 POSTGRES_SCHEMES = ("postgres", "postgresql", "pgsql", "psql")
 REDIS_START_TIMEOUT_S = 10.0
-#: Job modules the bench process and its worker import: the no-op test job and the plain task.
-JOB_MODULES = "tests.jobs,bench.tasks"
+#: Job modules the bench process and its worker import: the no-op job and the plain task.
+JOB_MODULES = "bench.tasks"
 
 
 class BenchSetupError(RuntimeError):

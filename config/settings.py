@@ -21,10 +21,26 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
 
 env = environ.Env()
-# A local `.env` (written by `make run` for development: DJANGO_DEBUG and a
-# generated DJANGO_SECRET_KEY) fills in variables the environment does not set.
+
+#: The variables that name the Redis. The environment and ``.env`` each name
+#: it as a whole: when the environment sets REDIS_URL, REDIS_HOST or
+#: REDIS_PORT, none of these comes from ``.env``, so ``REDIS_HOST=cache``
+#: in a shell is never overridden by a REDIS_URL in ``.env``.
+_REDIS_VARIABLES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT", "REDIS_PASSWORD", "REDIS_DB")
+
+# A local `.env` fills in the variables the environment does not set. `make
+# run` writes it for development (DJANGO_DEBUG and a generated
+# DJANGO_SECRET_KEY) and, while it runs an embedded Redis, adds a marked
+# REDIS_URL line (devtools/launcher.py): the one route by which `manage.py`
+# in other shells finds that Redis.
 if (BASE_DIR / ".env").is_file():
+    _redis_named_by_environment = any(os.environ.get(var) for var in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT"))
+    _set_by_environment = set(os.environ)
     environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+    if _redis_named_by_environment:
+        for _var in _REDIS_VARIABLES:
+            if _var not in _set_by_environment:
+                os.environ.pop(_var, None)
 
 
 def _bad(var: str, value: object, allowed: str) -> ImproperlyConfigured:
@@ -236,11 +252,6 @@ def _redis_url() -> str:
     db = env_int("REDIS_DB", 0, minimum=0, maximum=15)
     password = env_str("REDIS_PASSWORD")
     auth = f":{quote(password, safe='')}@" if password else ""
-    if not env_str("REDIS_HOST") and not env_str("REDIS_PORT"):
-        # `make run` may have started an embedded Redis; other shells find it here.
-        dev_url_file = RUN_DIR / "redis.url"
-        if dev_url_file.exists():
-            return dev_url_file.read_text().strip()
     return f"redis://{auth}{host}:{port}/{db}"
 
 

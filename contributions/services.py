@@ -1,10 +1,13 @@
-"""Weekly contribution summaries (SPEC §5 "Weekly summaries").
+"""Weekly contribution summaries and the inactive-group check (SPEC §5).
 
 Public functions:
 
 * :func:`week_bounds` - the week a run summarises.
 * :func:`generate_weekly_summaries` - one ``WeeklySummary`` per ACTIVE group.
 * :func:`send_summaries_to_members` - one email per active member with an email.
+* :func:`check_inactive_groups` - ACTIVE groups without a recent confirmed
+  contribution (it lives here, with the contributions it reads, because
+  ``groups`` must not import ``contributions``: STYLE, one-way dependencies).
 
 Delivery guarantee (read before changing :func:`send_summaries_to_members`):
 an email is sent first and its ``SummaryDelivery`` row is written right after
@@ -49,6 +52,7 @@ from django.db.models import (
     Exists,
     IntegerField,
     OuterRef,
+    Q,
     Subquery,
     Sum,
     Value,
@@ -594,3 +598,43 @@ def _record_deliveries(sent: list[_Outgoing]) -> None:
             ],
             ignore_conflicts=True,
         )
+
+
+# --- Inactive groups ---------------------------------------------------------
+
+
+def check_inactive_groups(*, days: int | None = None, now: dt.datetime | None = None) -> list[Group]:
+    """ACTIVE groups with no CONFIRMED contribution in the last ``days`` days (SPEC §5).
+
+    The window is ``[now - days, now]``: a contribution confirmed exactly
+    ``days`` days ago still counts as activity. A group with no confirmed
+    contribution in the window is inactive only if it was also activated
+    before the window (the clock starts at ``activated_at``), so a group
+    activated yesterday is not reported. One query.
+
+    Args:
+        days: length of the window in days (>= 1); defaults to ``settings.INACTIVE_GROUP_DAYS``.
+        now: aware datetime; defaults to ``timezone.now()``.
+
+    Returns:
+        The inactive groups, ordered by id.
+
+    Raises:
+        ValueError: ``days`` below 1 or a naive ``now``.
+    """
+    days = settings.INACTIVE_GROUP_DAYS if days is None else days
+    if days < 1:
+        raise ValueError(f"days={days!r} is invalid: a number of days >= 1")
+    now = now or timezone.now()
+    if timezone.is_naive(now):
+        raise ValueError("now must be an aware datetime")
+    since = now - dt.timedelta(days=days)
+    recent = Contribution.objects.filter(
+        group=OuterRef("pk"), status=Contribution.Status.CONFIRMED, confirmed_at__gte=since,
+    )
+    return list(
+        Group.objects.filter(status=Group.Status.ACTIVE)
+        .filter(Q(activated_at__lt=since) | Q(activated_at__isnull=True))
+        .filter(~Exists(recent))
+        .order_by("id")
+    )

@@ -1,11 +1,13 @@
-"""Group status transitions and the inactive-group check (SPEC §5 "Group statuses").
+"""Group status transitions (SPEC §5 "Group statuses").
 
 Public functions:
 
 * :func:`update_group_statuses` - PENDING -> ACTIVE and ACTIVE -> COMPLETED
   for every group that qualifies, with one audit log per change.
-* :func:`check_inactive_groups` - ACTIVE groups without a recent confirmed
-  contribution.
+
+The inactive-group check reads contributions, so it lives in
+:func:`contributions.services.check_inactive_groups` (``contributions`` may
+import ``groups``, not the reverse).
 """
 
 from __future__ import annotations
@@ -14,10 +16,8 @@ import dataclasses
 import datetime as dt
 import logging
 
-from django.apps import apps
-from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.services import log_entity_events
@@ -168,42 +168,3 @@ def _apply(transition: _Transition, candidates: QuerySet[Group], *, now: dt.date
         )
     return changed
 
-
-def check_inactive_groups(*, days: int | None = None, now: dt.datetime | None = None) -> list[Group]:
-    """ACTIVE groups with no CONFIRMED contribution in the last ``days`` days (SPEC §5).
-
-    The window is ``[now - days, now]``: a contribution confirmed exactly
-    ``days`` days ago still counts as activity. A group with no confirmed
-    contribution in the window is inactive only if it was also activated
-    before the window (the clock starts at ``activated_at``), so a group
-    activated yesterday is not reported. One query.
-
-    Args:
-        days: length of the window in days (>= 1); defaults to ``settings.INACTIVE_GROUP_DAYS``.
-        now: aware datetime; defaults to ``timezone.now()``.
-
-    Returns:
-        The inactive groups, ordered by id.
-
-    Raises:
-        ValueError: ``days`` below 1 or a naive ``now``.
-    """
-    days = settings.INACTIVE_GROUP_DAYS if days is None else days
-    if days < 1:
-        raise ValueError(f"days={days!r} is invalid: a number of days >= 1")
-    now = now or timezone.now()
-    if timezone.is_naive(now):
-        raise ValueError("now must be an aware datetime")
-    since = now - dt.timedelta(days=days)
-    # Looked up by name: ``contributions`` depends on ``groups``, not the reverse,
-    # so this module does not import it (STYLE: dependencies point one way).
-    contribution = apps.get_model("contributions", "Contribution")
-    recent = contribution.objects.filter(
-        group=OuterRef("pk"), status=contribution.Status.CONFIRMED, confirmed_at__gte=since,
-    )
-    return list(
-        Group.objects.filter(status=Group.Status.ACTIVE)
-        .filter(Q(activated_at__lt=since) | Q(activated_at__isnull=True))
-        .filter(~Exists(recent))
-        .order_by("id")
-    )

@@ -1,10 +1,12 @@
 """Create the schedules of the registered jobs in django-celery-beat's tables, and compare them (SPEC §1, §10).
 
 One ``PeriodicTask`` per job, named after the job, with a ``CrontabSchedule``
-in ``TIME_ZONE``. Idempotent: an existing ``PeriodicTask`` is never changed,
+in ``TIME_ZONE``. Idempotent: an existing ``PeriodicTask`` keeps its schedule,
 so what an admin edited stays, except where the operator sets a
 ``SCHEDULE_<JOB>`` environment variable, whose crontab is then applied
-(SPEC §2). Every write is audited (:mod:`scheduler_app.schedule_services`).
+(SPEC §2). Its task path follows the registry: when a job's task moved to
+another module (SPEC §3 allows it), the schedule is pointed at the new path.
+Every write is audited (:mod:`scheduler_app.schedule_services`).
 """
 
 from __future__ import annotations
@@ -57,6 +59,16 @@ def sync_schedules(*, dry_run: bool = False, actor: str = "manage.py sync_schedu
         for name, spec in sorted(load_registry().items()):
             existing = PeriodicTask.objects.select_related("crontab").filter(name=name).first()
             override = overrides.get(name)
+            if existing is not None and existing.task != spec.task_name:
+                # The job's name identifies its schedule and the registry says
+                # which task runs it: a job whose module moved keeps its
+                # schedule (and admin edits) and runs from the new path.
+                old_task = existing.task
+                if not dry_run:
+                    existing.task = spec.task_name
+                    existing.save(update_fields=["task"])
+                verb = "would run" if dry_run else "now runs"
+                lines.append(f"{name}: {verb} task {spec.task_name!r} instead of {old_task!r}")
             if existing is None:
                 expression = override or spec.crontab
                 task = PeriodicTask(name=name, task=spec.task_name, crontab=_crontab_row(expression),
@@ -89,9 +101,6 @@ def sync_schedules(*, dry_run: bool = False, actor: str = "manage.py sync_schedu
                     f"{name}: warning: its crontab is read in {existing.crontab.timezone}, TIME_ZONE is "
                     f"{settings.TIME_ZONE}; change it in the admin (Periodic tasks) or set {_env_name(name)}"
                 )
-            if existing.task != spec.task_name:
-                lines.append(f"{name}: warning: its PeriodicTask runs {existing.task!r}, "
-                             f"the registry says {spec.task_name!r}")
         if dry_run:
             transaction.set_rollback(True)
     return lines

@@ -32,7 +32,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from scheduler_app.embedded_redis import (
+from devtools.embedded_redis import (
     RedisServer,
     RedisStartError,
     start_redis_server,

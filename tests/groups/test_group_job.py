@@ -1,14 +1,22 @@
-"""The update-group-statuses job (SPEC §3): registration and what the job function does."""
+"""The update-group-statuses job (SPEC §3): registration and what the job function does.
+
+The job lives in ``contributions.tasks`` (it also checks contributions, and
+``groups`` must not import ``contributions``); its name, crontab and TTL are
+SPEC §3's.
+"""
 
 from __future__ import annotations
 
 import logging
+from io import StringIO
 
 import pytest
 import time_machine
+from django.core.management import call_command
+from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
+from contributions.tasks import update_group_statuses_task
 from groups.models import Group, Round
-from groups.tasks import update_group_statuses_task
 from scheduler_app.jobs import REGISTRY, JobContext
 from tests.factories import at, make_group, make_members, make_round
 
@@ -23,7 +31,7 @@ def context(*, dry_run: bool = False) -> JobContext:
 def test_is_registered_with_the_spec_schedule_and_ttl():
     spec = REGISTRY["update-group-statuses"]
     assert (spec.task_name, spec.crontab, spec.lock_ttl) == (
-        "groups.tasks.update_group_statuses_task", "0 * * * *", 300,
+        "contributions.tasks.update_group_statuses_task", "0 * * * *", 300,
     )
     # above the lock TTL, and done well before the next hourly run
     assert spec.lock_ttl < spec.soft_time_limit < spec.time_limit < 3600
@@ -59,3 +67,22 @@ def test_dry_run_changes_nothing():
     assert update_group_statuses_task.job_function(context(dry_run=True)) == 1
     ready.refresh_from_db()
     assert ready.status == Group.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_sync_schedules_points_a_schedule_of_the_old_module_at_the_new_one():
+    # given: the schedule an earlier release created, for the task's old path, edited by an admin
+    edited, _ = CrontabSchedule.objects.get_or_create(minute="30", hour="*", day_of_month="*", month_of_year="*",
+                                                      day_of_week="*", timezone="UTC")
+    PeriodicTask.objects.create(name="update-group-statuses", task="groups.tasks.update_group_statuses_task",
+                                crontab=edited)
+
+    # when
+    out = StringIO()
+    call_command("sync_schedules", stdout=out)
+
+    # then: the same schedule runs the task from its new module; the admin's crontab stays
+    periodic = PeriodicTask.objects.get(name="update-group-statuses")
+    assert periodic.task == "contributions.tasks.update_group_statuses_task"
+    assert periodic.crontab_id == edited.pk
+    assert "update-group-statuses: now runs task 'contributions.tasks.update_group_statuses_task'" in out.getvalue()

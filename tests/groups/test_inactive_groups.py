@@ -10,8 +10,8 @@ import pytest
 import time_machine
 
 from contributions.models import Contribution
+from contributions.services import check_inactive_groups
 from groups.models import Group, Round
-from groups.services import check_inactive_groups
 from tests.factories import at, make_contribution, make_group, make_members, make_round
 
 pytestmark = pytest.mark.django_db

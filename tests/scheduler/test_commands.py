@@ -20,7 +20,7 @@ pytestmark = pytest.mark.django_db
 SEED_JOBS = {
     "archive-audit-logs": ("audit.tasks.archive_audit_logs_task", ("0", "2", "*", "*", "*")),
     "send-contribution-summaries": ("contributions.tasks.send_contribution_summaries_task", ("0", "9", "*", "*", "1")),
-    "update-group-statuses": ("groups.tasks.update_group_statuses_task", ("0", "*", "*", "*", "*")),
+    "update-group-statuses": ("contributions.tasks.update_group_statuses_task", ("0", "*", "*", "*", "*")),
 }
 
 

@@ -27,8 +27,6 @@ is not demo data is never touched.
 from __future__ import annotations
 
 import datetime as dt
-import itertools
-import json
 import random
 import time
 from collections import Counter
@@ -39,10 +37,11 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections, router, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from audit.models import ArchivedAuditLog, AuditLog
+from audit.services import NewAuditLog, bulk_create_audit_logs
 from contributions.models import Contribution, WeeklySummary
 from groups.models import Group, Membership, Round
 
@@ -51,9 +50,8 @@ USERNAME_PREFIX = "demo-"
 AUDIT_SOURCE = "seed_demo_data"
 #: Rows per INSERT batch (Django lowers it to SQLite's parameter limit).
 BATCH_SIZE = 5000
-#: Audit log rows per INSERT (and per batch of random draws): 7,000
-#: parameters, below SQLite's default limit of 32,766.
-AUDIT_ROWS_PER_INSERT = 1000
+#: Audit logs per batch of random draws (the draws, hence the data, depend on it).
+AUDIT_DRAW_BATCH = 1000
 #: Share of audit logs older than the default 90-day retention.
 OLD_AUDIT_SHARE = 1 / 3
 
@@ -394,51 +392,24 @@ class Seeder:
     # -- audit logs ---------------------------------------------------------
 
     def create_audit_logs(self, count: int) -> None:
-        """Insert ``count`` audit logs: ``COPY`` on PostgreSQL, multi-row INSERTs elsewhere.
+        """Write ``count`` audit logs through ``audit``'s bulk service (``COPY`` or multi-row INSERTs)."""
+        bulk_create_audit_logs(self.audit_rows(count))
 
-        Plain values instead of model instances: the ORM's per-field
-        preparation made 100,000 rows take ten times longer.
-        """
-        connection = connections[router.db_for_write(AuditLog)]
-        ops = connection.ops
-        meta = AuditLog._meta
-        names = ("action", "user", "details", "metadata", "entity_type", "entity_id", "created_at")
-        table = ops.quote_name(meta.db_table)
-        columns = ", ".join(ops.quote_name(meta.get_field(name).column) for name in names)
-        rows = self.audit_rows(count)
-        with connection.cursor() as cursor:
-            if connection.vendor == "postgresql":
-                with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(row)
-                return
-            row_placeholder = "(%s, %s, %s, %s, %s, %s, %s)"
-            while True:
-                params: list[Any] = []
-                for row in itertools.islice(rows, AUDIT_ROWS_PER_INSERT):
-                    params.extend(row[:-1])
-                    params.append(ops.adapt_datetimefield_value(row[-1]))
-                if not params:
-                    break
-                placeholders = ", ".join([row_placeholder] * (len(params) // len(names)))
-                cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {placeholders}", params)
-
-    def audit_rows(self, count: int) -> Iterator[tuple[Any, ...]]:
-        """Yield ``count`` rows (action, user id, details, metadata JSON, entity type, entity id, created_at)."""
+    def audit_rows(self, count: int) -> Iterator[NewAuditLog]:
+        """Yield ``count`` demo audit logs, drawn ``AUDIT_DRAW_BATCH`` actions at a time."""
         rng = self.rng
         actions = [a for a, _, _ in AUDIT_ACTIONS]
         weights = [w for _, w, _ in AUDIT_ACTIONS]
         entity_of = {a: e for a, _, e in AUDIT_ACTIONS}
         details_of = {a: a.replace("_", " ").capitalize() for a in actions}
         metadata_of = {
-            client: json.dumps({"source": AUDIT_SOURCE, "client": client})
-            for client in ("web", "android", "ios", "system")
+            client: {"source": AUDIT_SOURCE, "client": client} for client in ("web", "android", "ios", "system")
         }
         clients = list(metadata_of)
         user_ids = [user.pk for user in self.users]
         old_before = self.now - dt.timedelta(days=90)
-        for first in range(0, count, AUDIT_ROWS_PER_INSERT):
-            for action in rng.choices(actions, weights, k=min(AUDIT_ROWS_PER_INSERT, count - first)):
+        for first in range(0, count, AUDIT_DRAW_BATCH):
+            for action in rng.choices(actions, weights, k=min(AUDIT_DRAW_BATCH, count - first)):
                 created = self.days_ago(90, 365) if rng.random() < OLD_AUDIT_SHARE else self.days_ago(0, 90)
                 if created < old_before:
                     self.counts["old audit logs"] += 1
@@ -451,8 +422,8 @@ class Seeder:
                     entity_id = str(rng.choice(self.group_ids))
                 else:
                     entity_id = str(rng.randint(1, 50_000))
-                yield (action, user_id, details_of[action], metadata_of[rng.choice(clients)], entity_type,
-                       entity_id, created)
+                yield NewAuditLog(action, user_id, details_of[action], metadata_of[rng.choice(clients)], entity_type,
+                                  entity_id, created)
 
     # -- report -------------------------------------------------------------
 

