@@ -14,7 +14,6 @@ from pathlib import Path
 from urllib.parse import quote, urlparse
 
 import environ
-from celery.schedules import crontab as celery_crontab
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -116,14 +115,13 @@ def env_crontab(var: str) -> str | None:
     allowed = 'a crontab with 5 fields "minute hour day_of_month month_of_year day_of_week", e.g. "0 3 * * *"'
     if len(fields) != 5:
         raise _bad(var, raw, allowed)
-    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    from scheduler_app.schedules import validate_crontab_fields
+
     try:
-        celery_crontab(
-            minute=minute, hour=hour, day_of_month=day_of_month,
-            month_of_year=month_of_year, day_of_week=day_of_week,
-        )
-    except Exception as exc:  # celery raises ValueError or ParseException
-        raise _bad(var, raw, f"{allowed} ({exc})") from None
+        # Field by field, and that it fires at all (30 February never does).
+        validate_crontab_fields(*fields)
+    except ValueError as exc:
+        raise _bad(var, raw, f"{allowed}; {exc}") from None
     return " ".join(fields)
 
 
