@@ -22,6 +22,7 @@ for having no email; dave is no longer a member. Owed in round 2: alice
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import smtplib
 from decimal import Decimal
@@ -153,6 +154,28 @@ def test_a_second_run_sends_nothing(harbour, mailoutbox):
     assert sent_again == 0
     assert len(mailoutbox) == 3
     assert SummaryDelivery.objects.count() == 3
+
+
+def test_the_next_weeks_run_sends_to_the_same_members_again(harbour, mailoutbox):
+    # given: the run of Monday 2026-11-30 sent the week of 23 Nov to alice, bob and erin
+    with time_machine.travel(MONDAY_RUN, tick=False):
+        assert send_all() == 3
+
+    # when: the run of the next Monday, 2026-12-07 (the week 30 Nov .. 7 Dec)
+    with time_machine.travel(at("2026-12-07 09:00:00"), tick=False):
+        sent = send_all()
+
+    # then: "already sent" is per week, so the same three members get the new week's summary
+    assert sent == 3
+    second_week = mailoutbox[3:]
+    assert sorted(m.to[0] for m in second_week) == ["alice@example.com", "bob@example.com", "erin@example.com"]
+    assert {m.subject for m in second_week} == {"Harbour Savers: your summary for the week of 30 Nov 2026"}
+    # nothing of the scenario was confirmed in that week
+    assert all("Confirmed contributions: 0" in m.body and "Total confirmed: 0.00 USD" in m.body for m in second_week)
+    assert sorted(SummaryDelivery.objects.values_list("summary__week_start", "membership__user__username")) == [
+        (dt.date(2026, 11, 23), "alice"), (dt.date(2026, 11, 23), "bob"), (dt.date(2026, 11, 23), "erin"),
+        (dt.date(2026, 11, 30), "alice"), (dt.date(2026, 11, 30), "bob"), (dt.date(2026, 11, 30), "erin"),
+    ]
 
 
 def fails_after(limit: int):
