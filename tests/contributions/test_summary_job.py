@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import smtplib
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -45,18 +46,32 @@ def group_with_two_members():
 
 
 @pytest.mark.django_db
-@time_machine.travel(at("2026-12-01 03:00:00"), tick=False)
+@time_machine.travel(at("2026-12-07 10:00:00"), tick=False)
 def test_a_late_beat_run_summarises_the_week_of_its_scheduled_monday(group_with_two_members, mailoutbox):
-    # given: the run of Monday 2026-11-30 09:00 starts late, on Tuesday 2026-12-01
+    # given: besides the fixture's 50.00 of 25 Nov, 20.00 confirmed in the last second of the week of
+    # 23 Nov and 7.00 + 3.00 in the week of 30 Nov
+    first, second = group_with_two_members.memberships.order_by("payout_position")
+    current = group_with_two_members.rounds.get(number=1)
+    make_contribution(second, current, amount="20.00", confirmed_at=at("2026-11-29 23:59:59"))
+    make_contribution(second, current, amount="7.00", confirmed_at=at("2026-11-30 00:00:00"))
+    make_contribution(first, current, amount="3.00", confirmed_at=at("2026-12-03 12:00:00"))
 
-    # when
+    # when: the run scheduled for Monday 2026-11-30 09:00 starts a week late, on Monday 2026-12-07
     sent = send_contribution_summaries_task.job_function(context(scheduled_for=at("2026-11-30 09:00:00")))
 
-    # then: the week of 23 Nov, one email per member
-    assert sent == 2 and len(mailoutbox) == 2
+    # then: it summarises [2026-11-23 00:00, 2026-11-30 00:00): 50.00 + 20.00, not the week of 30 Nov
+    assert sent == 2
     summary = WeeklySummary.objects.get()
-    assert (summary.week_start, summary.contribution_count) == (dt.date(2026, 11, 23), 1)
-    assert SummaryDelivery.objects.count() == 2
+    assert (summary.week_start, summary.contribution_count, summary.total_amount) == (
+        dt.date(2026, 11, 23), 2, Decimal("70.00"),
+    )
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([first.user.email, second.user.email])
+    for message in mailoutbox:
+        assert message.subject.endswith(": your summary for the week of 23 Nov 2026")
+        assert "Confirmed contributions: 2\n" in message.body and "Total confirmed: 70.00 USD\n" in message.body
+    assert set(SummaryDelivery.objects.values_list("summary_id", "membership_id")) == {
+        (summary.pk, first.pk), (summary.pk, second.pk),
+    }
 
 
 @pytest.mark.django_db
