@@ -7,12 +7,13 @@ import threading
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditLog
 from groups.models import Group, Round
 from groups.services import update_group_statuses
+from tests.dbfaults import REJECTED, rejecting
 from tests.factories import at, make_group, make_member, make_members, make_round
 
 pytestmark = pytest.mark.django_db
@@ -164,6 +165,35 @@ def test_each_change_writes_one_audit_log():
     )
     assert logs[str(to_complete.id)].details == "ACTIVE -> COMPLETED"
     assert AuditLog.objects.count() == 2
+
+
+@pytest.mark.parametrize("rejected", ["PENDING -> ACTIVE", "ACTIVE -> COMPLETED"])
+@pytest.mark.django_db(transaction=True)
+def test_a_status_change_whose_audit_log_fails_is_rolled_back(rejected):
+    # given: a group to activate, a group to complete, and a database that
+    # refuses the audit log of one of the two transitions (after its UPDATE ran)
+    groups = {"PENDING -> ACTIVE": pending_group(members=3), "ACTIVE -> COMPLETED": active_group(completed_rounds=3)}
+    before = {details: (group.status, group.activated_at, group.completed_at) for details, group in groups.items()}
+
+    # when
+    with rejecting("INSERT", AuditLog._meta.db_table, when=f"NEW.details = '{rejected}'"):
+        with pytest.raises(DatabaseError, match=REJECTED):
+            update_group_statuses(now=NOW)
+
+    # then: the refused transition changed no group and left no audit log
+    refused = groups[rejected]
+    refused.refresh_from_db()
+    assert (refused.status, refused.activated_at, refused.completed_at) == before[rejected]
+    assert not AuditLog.objects.filter(entity_id=str(refused.id)).exists()
+    # and: any group that did change has its one audit log, and every log belongs to a change
+    changes = 0
+    for details, group in groups.items():
+        group.refresh_from_db()
+        changed = (group.status, group.activated_at, group.completed_at) != before[details]
+        changes += changed
+        logs = list(AuditLog.objects.filter(entity_type="group", entity_id=str(group.id)).values_list("details", flat=True))
+        assert logs == ([details] if changed else []), details
+    assert AuditLog.objects.count() == changes
 
 
 @time_machine.travel(NOW, tick=False)
