@@ -11,11 +11,12 @@ import logging
 
 import pytest
 import time_machine
-from django.db import IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import ArchivedAuditLog, AuditLog
 from audit.services import archive_old_logs
+from tests.dbfaults import REJECTED, rejecting
 from tests.factories import at, make_audit_log, make_user
 
 pytestmark = pytest.mark.django_db
@@ -191,6 +192,28 @@ def test_a_failing_batch_is_rolled_back_whole():
     # then: nothing of the batch moved, both logs are still live
     assert set(AuditLog.objects.values_list("id", flat=True)) == {first.id, second.id}
     assert list(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == [second.id]
+
+
+@pytest.mark.parametrize("refused", ["every delete", "the second batch's delete"])
+@pytest.mark.django_db(transaction=True)
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_whose_delete_fails_moves_nothing(refused):
+    # given: 7 old logs and a recent one, batches of 3 ([1-3], [4-6], [7]), and a database that
+    # refuses the DELETE (after the batch's INSERT into the archive ran) of every live row, or
+    # only of the 5th old log, in the second batch
+    old_ids = [make_audit_log(created_at=at(f"2025-11-{day:02d} 10:00:00")).id for day in range(1, 8)]
+    recent = make_audit_log(created_at=at("2026-03-30 10:00:00"))
+    when = "1 = 1" if refused == "every delete" else f"OLD.id = {old_ids[4]}"
+
+    # when
+    with rejecting("DELETE", AuditLog._meta.db_table, when=when), pytest.raises(DatabaseError, match=REJECTED):
+        archive_old_logs(days=90, batch_size=3)
+
+    # then: the failed batch added nothing to the archive and removed nothing from the live
+    # table; the batches before it moved whole, the ones after it never started
+    moved = [] if refused == "every delete" else old_ids[:3]
+    assert sorted(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == moved
+    assert sorted(AuditLog.objects.values_list("id", flat=True)) == [i for i in old_ids if i not in moved] + [recent.id]
 
 
 @time_machine.travel(NOW, tick=False)
