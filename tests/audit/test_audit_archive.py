@@ -85,7 +85,9 @@ def test_second_run_moves_nothing():
 
     # then
     assert moved_again == 0
-    assert ArchivedAuditLog.objects.count() == 2
+    assert sorted(ArchivedAuditLog.objects.values_list("created_at", flat=True)) == [
+        at("2025-11-01 00:00:00"), at("2025-12-01 00:00:00"),
+    ]
     assert AuditLog.objects.count() == 0
 
 
@@ -106,7 +108,9 @@ def test_moves_in_batches_by_ascending_id_with_one_insert_per_batch():
     assert moved == 7
     inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
     assert len(inserts) == 3
-    assert all("SELECT" in sql for sql in inserts)
+    live, archive = (connection.ops.quote_name(m._meta.db_table) for m in (AuditLog, ArchivedAuditLog))
+    assert all(sql.startswith(f"INSERT INTO {archive} ") and " SELECT " in sql and f" FROM {live} " in sql
+               for sql in inserts)
     assert sorted(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == old_ids
     assert AuditLog.objects.count() == 2
 
@@ -154,17 +158,21 @@ def test_defaults_come_from_settings(settings):
     # given: a 10-day retention; the cutoff is 2026-03-21 12:00:00
     settings.AUDIT_LOG_RETENTION_DAYS = 10
     settings.ARCHIVE_BATCH_SIZE = 1
-    make_audit_log(created_at=at("2026-03-21 11:59:59"))
-    make_audit_log(created_at=at("2026-03-20 00:00:00"))
-    make_audit_log(created_at=at("2026-03-21 12:00:00"))
+    second_before = make_audit_log(created_at=at("2026-03-21 11:59:59"))
+    day_before = make_audit_log(created_at=at("2026-03-20 00:00:00"))
+    at_cutoff = make_audit_log(created_at=at("2026-03-21 12:00:00"))
 
     # when
     with CaptureQueriesContext(connection) as queries:
         moved = archive_old_logs()
 
-    # then: two rows, one batch each
+    # then: two rows, one batch each; the log at the cutoff stays
     assert moved == 2
     assert len([q for q in queries.captured_queries if q["sql"].startswith("INSERT")]) == 2
+    assert sorted(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == sorted(
+        [second_before.id, day_before.id]
+    )
+    assert list(AuditLog.objects.values_list("id", flat=True)) == [at_cutoff.id]
 
 
 @time_machine.travel(NOW, tick=False)
