@@ -41,16 +41,16 @@ def rejecting(operation: str, table: str, *, when: str = "1 = 1", using: str = "
     name = f"test_reject_{operation.lower()}_{table}"
     if connection.vendor == "sqlite":
         create = [
-            f"CREATE TEMP TRIGGER {name} BEFORE {operation} ON {quote(table)} FOR EACH ROW WHEN ({when}) "
-            f"BEGIN SELECT RAISE(ABORT, '{REJECTED}'); END"
+            (f"CREATE TEMP TRIGGER {name} BEFORE {operation} ON {quote(table)} FOR EACH ROW WHEN ({when}) "
+             f"BEGIN SELECT RAISE(ABORT, '{REJECTED}'); END"),
         ]
         drop = [f"DROP TRIGGER IF EXISTS temp.{name}"]
     elif connection.vendor == "postgresql":
         create = [
-            f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
-            f"$$ BEGIN RAISE EXCEPTION '{REJECTED}'; END $$",
-            f"CREATE TRIGGER {name} BEFORE {operation} ON {quote(table)} FOR EACH ROW WHEN ({when}) "
-            f"EXECUTE FUNCTION {name}()",
+            (f"CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS "
+             f"$$ BEGIN RAISE EXCEPTION '{REJECTED}'; END $$"),
+            (f"CREATE TRIGGER {name} BEFORE {operation} ON {quote(table)} FOR EACH ROW WHEN ({when}) "
+             f"EXECUTE FUNCTION {name}()"),
         ]
         drop = [f"DROP TRIGGER IF EXISTS {name} ON {quote(table)}", f"DROP FUNCTION IF EXISTS {name}()"]
     else:

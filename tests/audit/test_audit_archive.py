@@ -14,8 +14,8 @@ import tracemalloc
 import pytest
 import time_machine
 from django.db import DatabaseError, IntegrityError, connection
-from django.utils import timezone
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from audit.models import ArchivedAuditLog, AuditLog
 from audit.services import archive_old_logs

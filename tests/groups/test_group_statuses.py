@@ -176,9 +176,9 @@ def test_a_status_change_whose_audit_log_fails_is_rolled_back(rejected):
     before = {details: (group.status, group.activated_at, group.completed_at) for details, group in groups.items()}
 
     # when
-    with rejecting("INSERT", AuditLog._meta.db_table, when=f"NEW.details = '{rejected}'"):
-        with pytest.raises(DatabaseError, match=REJECTED):
-            update_group_statuses(now=NOW)
+    refuse = rejecting("INSERT", AuditLog._meta.db_table, when=f"NEW.details = '{rejected}'")
+    with refuse, pytest.raises(DatabaseError, match=REJECTED):
+        update_group_statuses(now=NOW)
 
     # then: the refused transition changed no group and left no audit log
     refused = groups[rejected]
@@ -191,7 +191,8 @@ def test_a_status_change_whose_audit_log_fails_is_rolled_back(rejected):
         group.refresh_from_db()
         changed = (group.status, group.activated_at, group.completed_at) != before[details]
         changes += changed
-        logs = list(AuditLog.objects.filter(entity_type="group", entity_id=str(group.id)).values_list("details", flat=True))
+        logs = list(AuditLog.objects.filter(entity_type="group", entity_id=str(group.id))
+                    .values_list("details", flat=True))
         assert logs == ([details] if changed else []), details
     assert AuditLog.objects.count() == changes
 
