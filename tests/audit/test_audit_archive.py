@@ -7,15 +7,19 @@ days, counting back 31 days (March) reaches 2026-02-28, 28 more (February)
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import tracemalloc
 
 import pytest
 import time_machine
-from django.db import IntegrityError, connection
+from django.db import DatabaseError, IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from audit.models import ArchivedAuditLog, AuditLog
 from audit.services import archive_old_logs
+from tests.dbfaults import REJECTED, rejecting
 from tests.factories import at, make_audit_log, make_user
 
 pytestmark = pytest.mark.django_db
@@ -81,7 +85,9 @@ def test_second_run_moves_nothing():
 
     # then
     assert moved_again == 0
-    assert ArchivedAuditLog.objects.count() == 2
+    assert sorted(ArchivedAuditLog.objects.values_list("created_at", flat=True)) == [
+        at("2025-11-01 00:00:00"), at("2025-12-01 00:00:00"),
+    ]
     assert AuditLog.objects.count() == 0
 
 
@@ -102,7 +108,9 @@ def test_moves_in_batches_by_ascending_id_with_one_insert_per_batch():
     assert moved == 7
     inserts = [q["sql"] for q in queries.captured_queries if q["sql"].startswith("INSERT")]
     assert len(inserts) == 3
-    assert all("SELECT" in sql for sql in inserts)
+    live, archive = (connection.ops.quote_name(m._meta.db_table) for m in (AuditLog, ArchivedAuditLog))
+    assert all(sql.startswith(f"INSERT INTO {archive} ") and " SELECT " in sql and f" FROM {live} " in sql
+               for sql in inserts)
     assert sorted(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == old_ids
     assert AuditLog.objects.count() == 2
 
@@ -150,17 +158,21 @@ def test_defaults_come_from_settings(settings):
     # given: a 10-day retention; the cutoff is 2026-03-21 12:00:00
     settings.AUDIT_LOG_RETENTION_DAYS = 10
     settings.ARCHIVE_BATCH_SIZE = 1
-    make_audit_log(created_at=at("2026-03-21 11:59:59"))
-    make_audit_log(created_at=at("2026-03-20 00:00:00"))
-    make_audit_log(created_at=at("2026-03-21 12:00:00"))
+    second_before = make_audit_log(created_at=at("2026-03-21 11:59:59"))
+    day_before = make_audit_log(created_at=at("2026-03-20 00:00:00"))
+    at_cutoff = make_audit_log(created_at=at("2026-03-21 12:00:00"))
 
     # when
     with CaptureQueriesContext(connection) as queries:
         moved = archive_old_logs()
 
-    # then: two rows, one batch each
+    # then: two rows, one batch each; the log at the cutoff stays
     assert moved == 2
     assert len([q for q in queries.captured_queries if q["sql"].startswith("INSERT")]) == 2
+    assert sorted(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == sorted(
+        [second_before.id, day_before.id]
+    )
+    assert list(AuditLog.objects.values_list("id", flat=True)) == [at_cutoff.id]
 
 
 @time_machine.travel(NOW, tick=False)
@@ -191,6 +203,28 @@ def test_a_failing_batch_is_rolled_back_whole():
     # then: nothing of the batch moved, both logs are still live
     assert set(AuditLog.objects.values_list("id", flat=True)) == {first.id, second.id}
     assert list(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == [second.id]
+
+
+@pytest.mark.parametrize("refused", ["every delete", "the second batch's delete"])
+@pytest.mark.django_db(transaction=True)
+@time_machine.travel(NOW, tick=False)
+def test_a_batch_whose_delete_fails_moves_nothing(refused):
+    # given: 7 old logs and a recent one, batches of 3 ([1-3], [4-6], [7]), and a database that
+    # refuses the DELETE (after the batch's INSERT into the archive ran) of every live row, or
+    # only of the 5th old log, in the second batch
+    old_ids = [make_audit_log(created_at=at(f"2025-11-{day:02d} 10:00:00")).id for day in range(1, 8)]
+    recent = make_audit_log(created_at=at("2026-03-30 10:00:00"))
+    when = "1 = 1" if refused == "every delete" else f"OLD.id = {old_ids[4]}"
+
+    # when
+    with rejecting("DELETE", AuditLog._meta.db_table, when=when), pytest.raises(DatabaseError, match=REJECTED):
+        archive_old_logs(days=90, batch_size=3)
+
+    # then: the failed batch added nothing to the archive and removed nothing from the live
+    # table; the batches before it moved whole, the ones after it never started
+    moved = [] if refused == "every delete" else old_ids[:3]
+    assert sorted(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == moved
+    assert sorted(AuditLog.objects.values_list("id", flat=True)) == [i for i in old_ids if i not in moved] + [recent.id]
 
 
 @time_machine.travel(NOW, tick=False)
@@ -235,3 +269,38 @@ def test_logs_progress_at_most_every_five_seconds(caplog, monkeypatch):
         "Archiving audit logs: 4 of 4 moved (0.3 rows/s, about 0s left)",
         "Archived 4 audit logs older than 90 days",
     ]
+
+
+def _archive_peak_bytes(rows: int) -> int:
+    """Peak Python memory (tracemalloc) of archiving ``rows`` old logs in batches of 100."""
+    old = timezone.now() - dt.timedelta(days=200)
+    AuditLog.objects.bulk_create(
+        (AuditLog(action="USER_LOGIN", details=f"row {i}", metadata={"i": i}, entity_type="user", entity_id=str(i),
+                  created_at=old) for i in range(rows)),
+        batch_size=2000,
+    )
+    tracemalloc.start()
+    try:
+        moved = archive_old_logs(days=90, batch_size=100)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert moved == rows
+    return peak
+
+
+@pytest.mark.django_db(transaction=True)
+def test_memory_does_not_grow_with_the_number_of_rows():
+    # given: a warm-up run (first-use allocations: query compilation, imports), outside the
+    # test's transaction so that batches commit as in production (no savepoints)
+    _archive_peak_bytes(100)
+
+    # when: 1,000 rows, then 10 times as many (10 and 100 batches)
+    small = _archive_peak_bytes(1_000)
+    large = _archive_peak_bytes(10_000)
+
+    # then: the 9,000 extra rows cost at most 128 KiB, under 15 bytes a row: nothing is held
+    # per row (a Python int alone is 28 bytes). The headroom is for what is bounded but grows
+    # with the number of batches, such as the sqlite3 module's weak references to its
+    # cursors (pruned every 200 cursors).
+    assert large <= small + 128 * 1024, (small, large)

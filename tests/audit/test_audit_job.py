@@ -30,16 +30,17 @@ def test_is_registered_with_the_spec_schedule_and_ttl():
 @pytest.mark.django_db
 @time_machine.travel(NOW, tick=False)
 def test_archives_with_the_default_retention_and_returns_rows_moved():
-    # given: 90 days by default; one log before the cutoff, one after
-    make_audit_log(created_at=at("2025-12-31 11:59:59"))
-    make_audit_log(created_at=at("2025-12-31 12:00:00"))
+    # given: 90 days by default (cutoff 2025-12-31 12:00:00); one log before the cutoff, one at it
+    before = make_audit_log(created_at=at("2025-12-31 11:59:59"))
+    at_cutoff = make_audit_log(created_at=at("2025-12-31 12:00:00"))
 
     # when
     moved = archive_audit_logs_task.job_function(context())
 
     # then
     assert moved == 1
-    assert ArchivedAuditLog.objects.count() == 1 and AuditLog.objects.count() == 1
+    assert list(ArchivedAuditLog.objects.values_list("original_id", flat=True)) == [before.id]
+    assert list(AuditLog.objects.values_list("id", flat=True)) == [at_cutoff.id]
 
 
 @pytest.mark.django_db

@@ -74,7 +74,16 @@ def test_creates_realistic_data():
     assert not AuditLog.objects.filter(created_at__lt=NOW - dt.timedelta(days=365)).exists()
     old_share = AuditLog.objects.filter(created_at__lt=NOW - dt.timedelta(days=90)).count() / 3000
     assert 0.28 <= old_share <= 0.39
-    assert "groups: 40" in output and "audit logs: 3000" in output
+    # and the report states what is in the database
+    lines = output.splitlines()
+    by_status = {status: Group.objects.filter(status=status).count() for status in Group.Status.values}
+    assert Group.objects.count() == 40
+    assert (f"  groups: 40 ({by_status['PENDING']} PENDING, {by_status['ACTIVE']} ACTIVE, "
+            f"{by_status['COMPLETED']} COMPLETED)") in lines
+    old_logs = AuditLog.objects.filter(created_at__lt=NOW - dt.timedelta(days=90)).count()
+    assert f"  audit logs: 3000 ({old_logs} older than 90 days)" in lines
+    assert f"  users: {users.count()} ({users.filter(email='').count()} without email)" in lines
+    assert f"  memberships: {Membership.objects.count()}" in lines
 
 
 @time_machine.travel(NOW, tick=False)

@@ -154,7 +154,10 @@ def test_a_typo_in_the_first_members_address_stops_nobody(mailoutbox, monkeypatc
     # then
     assert sent == 3
     assert set(SummaryDelivery.objects.values_list("membership", flat=True)) == {m.pk for m in others}
-    assert "(1 members without a usable email skipped, 1 of them with an invalid address)" in caplog.text
+    assert recipients(mailoutbox) == sorted(m.user.email for m in others)
+    line = ("Sent 3 contribution summaries for week 2026-11-23 "
+            "(1 members without a usable email skipped, 1 of them with an invalid address)")
+    assert line in caplog.messages
     assert_no_address(caplog.text)
 
 

@@ -22,6 +22,7 @@ for having no email; dave is no longer a member. Owed in round 2: alice
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import smtplib
 from decimal import Decimal
@@ -81,6 +82,11 @@ def by_recipient(outbox) -> dict[str, mail.EmailMultiAlternatives]:
     return {message.to[0]: message for message in outbox}
 
 
+def delivered_to() -> list[str]:
+    """Usernames of the members with a recorded delivery, sorted."""
+    return sorted(SummaryDelivery.objects.values_list("membership__user__username", flat=True))
+
+
 @time_machine.travel(MONDAY_RUN, tick=False)
 def test_each_active_member_with_an_email_gets_one_email(harbour, mailoutbox):
     # when
@@ -90,7 +96,8 @@ def test_each_active_member_with_an_email_gets_one_email(harbour, mailoutbox):
     assert sent == 3
     assert sorted(m.to[0] for m in mailoutbox) == ["alice@example.com", "bob@example.com", "erin@example.com"]
     assert all(len(m.to) == 1 for m in mailoutbox)
-    assert SummaryDelivery.objects.count() == 3
+    assert delivered_to() == ["alice", "bob", "erin"]
+    assert set(SummaryDelivery.objects.values_list("summary__week_start", flat=True)) == {dt.date(2026, 11, 23)}
 
 
 @time_machine.travel(MONDAY_RUN, tick=False)
@@ -151,8 +158,30 @@ def test_a_second_run_sends_nothing(harbour, mailoutbox):
 
     # then
     assert sent_again == 0
-    assert len(mailoutbox) == 3
-    assert SummaryDelivery.objects.count() == 3
+    assert sorted(m.to[0] for m in mailoutbox) == ["alice@example.com", "bob@example.com", "erin@example.com"]
+    assert delivered_to() == ["alice", "bob", "erin"]
+
+
+def test_the_next_weeks_run_sends_to_the_same_members_again(harbour, mailoutbox):
+    # given: the run of Monday 2026-11-30 sent the week of 23 Nov to alice, bob and erin
+    with time_machine.travel(MONDAY_RUN, tick=False):
+        assert send_all() == 3
+
+    # when: the run of the next Monday, 2026-12-07 (the week 30 Nov .. 7 Dec)
+    with time_machine.travel(at("2026-12-07 09:00:00"), tick=False):
+        sent = send_all()
+
+    # then: "already sent" is per week, so the same three members get the new week's summary
+    assert sent == 3
+    second_week = mailoutbox[3:]
+    assert sorted(m.to[0] for m in second_week) == ["alice@example.com", "bob@example.com", "erin@example.com"]
+    assert {m.subject for m in second_week} == {"Harbour Savers: your summary for the week of 30 Nov 2026"}
+    # nothing of the scenario was confirmed in that week
+    assert all("Confirmed contributions: 0" in m.body and "Total confirmed: 0.00 USD" in m.body for m in second_week)
+    assert sorted(SummaryDelivery.objects.values_list("summary__week_start", "membership__user__username")) == [
+        (dt.date(2026, 11, 23), "alice"), (dt.date(2026, 11, 23), "bob"), (dt.date(2026, 11, 23), "erin"),
+        (dt.date(2026, 11, 30), "alice"), (dt.date(2026, 11, 30), "bob"), (dt.date(2026, 11, 30), "erin"),
+    ]
 
 
 def fails_after(limit: int):
@@ -180,7 +209,7 @@ def test_a_crash_halfway_then_a_rerun_sends_only_the_rest(harbour, mailoutbox, m
     # then: the two messages that went out are recorded
     first_recipients = sorted(m.to[0] for m in mailoutbox)
     assert len(first_recipients) == 2
-    assert SummaryDelivery.objects.count() == 2
+    assert [f"{name}@example.com" for name in delivered_to()] == first_recipients
 
     # when: the server is back and the job is retried
     monkeypatch.undo()
@@ -189,7 +218,7 @@ def test_a_crash_halfway_then_a_rerun_sends_only_the_rest(harbour, mailoutbox, m
     # then: only the third member gets an email; everyone got exactly one
     assert sent == 1
     assert sorted(m.to[0] for m in mailoutbox) == ["alice@example.com", "bob@example.com", "erin@example.com"]
-    assert SummaryDelivery.objects.count() == 3
+    assert delivered_to() == ["alice", "bob", "erin"]
 
 
 @time_machine.travel(MONDAY_RUN, tick=False)
@@ -211,8 +240,10 @@ def test_a_refused_recipient_does_not_stop_the_others(harbour, mailoutbox, monke
     # then: alice and erin got theirs; bob is not recorded, so the next run retries him
     assert sent == 2
     assert sorted(m.to[0] for m in mailoutbox) == ["alice@example.com", "erin@example.com"]
-    assert not SummaryDelivery.objects.filter(membership=harbour["bob"]).exists()
-    assert "1 refused by the mail server" in caplog.text
+    assert delivered_to() == ["alice", "erin"]
+    line = ("Sent 2 contribution summaries for week 2026-11-23 "
+            "(1 members without a usable email skipped; 1 refused by the mail server)")
+    assert ("contributions", logging.INFO, line) in caplog.record_tuples
     assert "@" not in caplog.text
 
 

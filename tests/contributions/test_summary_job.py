@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import smtplib
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -45,18 +47,32 @@ def group_with_two_members():
 
 
 @pytest.mark.django_db
-@time_machine.travel(at("2026-12-01 03:00:00"), tick=False)
+@time_machine.travel(at("2026-12-07 10:00:00"), tick=False)
 def test_a_late_beat_run_summarises_the_week_of_its_scheduled_monday(group_with_two_members, mailoutbox):
-    # given: the run of Monday 2026-11-30 09:00 starts late, on Tuesday 2026-12-01
+    # given: besides the fixture's 50.00 of 25 Nov, 20.00 confirmed in the last second of the week of
+    # 23 Nov and 7.00 + 3.00 in the week of 30 Nov
+    first, second = group_with_two_members.memberships.order_by("payout_position")
+    current = group_with_two_members.rounds.get(number=1)
+    make_contribution(second, current, amount="20.00", confirmed_at=at("2026-11-29 23:59:59"))
+    make_contribution(second, current, amount="7.00", confirmed_at=at("2026-11-30 00:00:00"))
+    make_contribution(first, current, amount="3.00", confirmed_at=at("2026-12-03 12:00:00"))
 
-    # when
+    # when: the run scheduled for Monday 2026-11-30 09:00 starts a week late, on Monday 2026-12-07
     sent = send_contribution_summaries_task.job_function(context(scheduled_for=at("2026-11-30 09:00:00")))
 
-    # then: the week of 23 Nov, one email per member
-    assert sent == 2 and len(mailoutbox) == 2
+    # then: it summarises [2026-11-23 00:00, 2026-11-30 00:00): 50.00 + 20.00, not the week of 30 Nov
+    assert sent == 2
     summary = WeeklySummary.objects.get()
-    assert (summary.week_start, summary.contribution_count) == (dt.date(2026, 11, 23), 1)
-    assert SummaryDelivery.objects.count() == 2
+    assert (summary.week_start, summary.contribution_count, summary.total_amount) == (
+        dt.date(2026, 11, 23), 2, Decimal("70.00"),
+    )
+    assert sorted(m.to[0] for m in mailoutbox) == sorted([first.user.email, second.user.email])
+    for message in mailoutbox:
+        assert message.subject.endswith(": your summary for the week of 23 Nov 2026")
+        assert "Confirmed contributions: 2\n" in message.body and "Total confirmed: 70.00 USD\n" in message.body
+    assert set(SummaryDelivery.objects.values_list("summary_id", "membership_id")) == {
+        (summary.pk, first.pk), (summary.pk, second.pk),
+    }
 
 
 @pytest.mark.django_db
@@ -111,8 +127,11 @@ def test_a_bad_address_does_not_fail_the_job(group_with_a_typo, job_redis, mailo
 
     # then: one attempt, the two others got their email, the typo is counted, no address anywhere
     assert (run.status, run.attempts, run.items_processed, run.error) == (JobRun.Status.SUCCEEDED, 1, 2, "")
-    assert len(mailoutbox) == 2
-    assert "(1 members without a usable email skipped, 1 of them with an invalid address)" in caplog.text
+    others = group_with_a_typo.memberships.filter(payout_position__in=(2, 3)).select_related("user")
+    assert sorted(m.to[0] for m in mailoutbox) == sorted(member.user.email for member in others)
+    line = (r"Sent 2 contribution summaries for week \d{4}-\d{2}-\d{2} "
+            r"\(1 members without a usable email skipped, 1 of them with an invalid address\)")
+    assert [m for m in caplog.messages if re.fullmatch(line, m)], caplog.messages
     assert "@" not in caplog.text
 
 
@@ -129,7 +148,12 @@ def test_a_mail_server_failure_fails_the_job_with_no_address_in_its_history(grou
 
     # then: retried (3 attempts), failed; the error kept for the run and the logs name no address
     assert (run.status, run.attempts) == (JobRun.Status.FAILED, 3)
-    assert "SummarySendError" in run.error and "SMTPDataError (SMTP 451)" in run.error
+    # (the typo is skipped up front, so the batch holds the 2 others, and the first fails)
+    cause = ("sending weekly summaries failed after 0 of a batch of 2: SMTPDataError (SMTP 451) "
+             "(the error's text is left out: it can hold email addresses)")
+    assert run.error.strip().splitlines()[-1] == f"contributions.services.SummarySendError: {cause}"
+    failed = r"Job send-contribution-summaries failed after 3 attempts in \d+ms: SummarySendError: " + re.escape(cause)
+    assert [m for m in caplog.messages if re.fullmatch(failed, m)], caplog.messages
     assert "@" not in run.error
     assert "@" not in caplog.text
     assert mailoutbox == [] and not SummaryDelivery.objects.exists()

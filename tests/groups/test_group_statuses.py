@@ -7,12 +7,13 @@ import threading
 
 import pytest
 import time_machine
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.test.utils import CaptureQueriesContext
 
 from audit.models import AuditLog
 from groups.models import Group, Round
 from groups.services import update_group_statuses
+from tests.dbfaults import REJECTED, rejecting
 from tests.factories import at, make_group, make_member, make_members, make_round
 
 pytestmark = pytest.mark.django_db
@@ -166,18 +167,50 @@ def test_each_change_writes_one_audit_log():
     assert AuditLog.objects.count() == 2
 
 
+@pytest.mark.parametrize("rejected", ["PENDING -> ACTIVE", "ACTIVE -> COMPLETED"])
+@pytest.mark.django_db(transaction=True)
+def test_a_status_change_whose_audit_log_fails_is_rolled_back(rejected):
+    # given: a group to activate, a group to complete, and a database that
+    # refuses the audit log of one of the two transitions (after its UPDATE ran)
+    groups = {"PENDING -> ACTIVE": pending_group(members=3), "ACTIVE -> COMPLETED": active_group(completed_rounds=3)}
+    before = {details: (group.status, group.activated_at, group.completed_at) for details, group in groups.items()}
+
+    # when
+    refuse = rejecting("INSERT", AuditLog._meta.db_table, when=f"NEW.details = '{rejected}'")
+    with refuse, pytest.raises(DatabaseError, match=REJECTED):
+        update_group_statuses(now=NOW)
+
+    # then: the refused transition changed no group and left no audit log
+    refused = groups[rejected]
+    refused.refresh_from_db()
+    assert (refused.status, refused.activated_at, refused.completed_at) == before[rejected]
+    assert not AuditLog.objects.filter(entity_id=str(refused.id)).exists()
+    # and: any group that did change has its one audit log, and every log belongs to a change
+    changes = 0
+    for details, group in groups.items():
+        group.refresh_from_db()
+        changed = (group.status, group.activated_at, group.completed_at) != before[details]
+        changes += changed
+        logs = list(AuditLog.objects.filter(entity_type="group", entity_id=str(group.id))
+                    .values_list("details", flat=True))
+        assert logs == ([details] if changed else []), details
+    assert AuditLog.objects.count() == changes
+
+
 @time_machine.travel(NOW, tick=False)
 def test_a_second_run_changes_nothing_and_logs_nothing():
     # given: a run that activated one group
-    pending_group(members=3)
+    group = pending_group(members=3)
     assert update_group_statuses() == 1
 
     # when
     changed = update_group_statuses()
 
-    # then
+    # then: only the first run's log
     assert changed == 0
-    assert AuditLog.objects.count() == 1
+    assert list(AuditLog.objects.values_list("entity_type", "entity_id", "details")) == [
+        ("group", str(group.id), "PENDING -> ACTIVE"),
+    ]
 
 
 @time_machine.travel(NOW, tick=False)
@@ -283,5 +316,6 @@ def test_concurrent_runs_change_each_group_once_and_log_it_once():
     assert errors == []
     assert sum(results) == 30
     assert Group.objects.filter(id__in=[g.id for g in groups], status=Group.Status.ACTIVE).count() == 30
-    assert AuditLog.objects.filter(action="GROUP_STATUS_CHANGED").count() == 30
-    assert len(set(AuditLog.objects.values_list("entity_id", flat=True))) == 30
+    assert sorted(AuditLog.objects.values_list("action", "entity_type", "entity_id", "details")) == sorted(
+        ("GROUP_STATUS_CHANGED", "group", str(g.id), "PENDING -> ACTIVE") for g in groups
+    )
