@@ -225,11 +225,11 @@ def set_enabled(tasks: Iterable[PeriodicTask], enabled: bool, *, actor: str, use
     for task in tasks:
         if task.enabled == enabled:
             continue
-        if enabled:
+        if enabled and SchedulePause.objects.filter(periodic_task=task).exists():
             resume(task, actor=actor, user=user)
         else:
             with acting_as(actor, user):
-                task.enabled = False
+                task.enabled = enabled
                 task.save()
         changed += 1
     return changed

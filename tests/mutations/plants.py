@@ -30,9 +30,10 @@ class Plant:
 
 
 PLANTS: list[Plant] = [
+    # -- the seven holes of issue 12 -------------------------------------------------------
     Plant(
         name="owner-only-release",
-        description="JobTask.after_return releases the job lock without comparing the token",
+        description="1. JobTask.after_return releases the job lock without comparing the token",
         edits=(Edit(
             "scheduler_app/task.py",
             "            return\n        self.once_backend.clear_lock(self.spec.lock_key, token=task_id)",
@@ -41,14 +42,44 @@ PLANTS: list[Plant] = [
         tests=("tests/scheduler/test_worker_runs.py",),
     ),
     Plant(
-        name="retry-jitter",
-        description="retries with jitter: JobTask.retry_jitter = True",
-        edits=(Edit("scheduler_app/task.py", "    retry_jitter = False\n", "    retry_jitter = True\n"),),
-        tests=("tests/scheduler/test_worker_runs.py",),
+        name="delivered-ever",
+        description="2. one delivery ever means never another: the week dropped from the already-sent filter",
+        edits=(Edit(
+            "contributions/services.py",
+            'already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"), summary__week_start=week_start)',
+            'already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"))',
+        ),),
+        tests=("tests/contributions/test_summary_emails.py::test_the_next_weeks_run_sends_to_the_same_members_again",),
+    ),
+    Plant(
+        name="summary-week-from-now",
+        description="3. the summaries job ignores its scheduled time and summarises the week of now",
+        edits=(Edit(
+            "contributions/tasks.py",
+            "summaries = generate_weekly_summaries(now=ctx.scheduled_for, dry_run=ctx.dry_run)",
+            "summaries = generate_weekly_summaries(dry_run=ctx.dry_run)",
+        ),),
+        tests=("tests/contributions/test_summary_job.py::test_a_late_beat_run_summarises_the_week_of_its_scheduled_monday",),
+    ),
+    Plant(
+        name="status-without-transaction",
+        description="4. a group's status change and its audit row are not in one transaction",
+        edits=(Edit("groups/services.py", "    with transaction.atomic(using=alias):", "    if True:"),),
+        tests=("tests/groups/test_group_statuses.py",),
+    ),
+    Plant(
+        name="archive-without-transaction",
+        description="5. an archive batch's INSERT and DELETE are not in one transaction",
+        edits=(Edit(
+            "audit/services.py",
+            "        with transaction.atomic(using=self.alias), self.connection.cursor() as cursor:",
+            "        with self.connection.cursor() as cursor:",
+        ),),
+        tests=("tests/audit/test_audit_archive.py", "tests/audit/test_archive_sigkill.py"),
     ),
     Plant(
         name="no-duplicate-guard",
-        description="no worker-side duplicate check and no (job, scheduled_for) unique constraint",
+        description="6. no worker-side duplicate check and no (job, scheduled_for) unique constraint",
         edits=(
             Edit("scheduler_app/task.py",
                  "        if JobRun.objects.is_known_duplicate(",
@@ -60,6 +91,45 @@ PLANTS: list[Plant] = [
                  "'constraints': [models.UniqueConstraint(",
                  "'constraints': [] and [models.UniqueConstraint("),
         ),
-        tests=("tests/scheduler/test_exactly_once.py",),
+        tests=("tests/scheduler/test_exactly_once.py::"
+               "test_three_beats_one_second_apart_two_workers_each_scheduled_time_runs_once",),
+    ),
+    Plant(
+        name="retry-jitter",
+        description="7. retries with jitter: JobTask.retry_jitter = True",
+        edits=(Edit("scheduler_app/task.py", "    retry_jitter = False\n", "    retry_jitter = True\n"),),
+        tests=("tests/scheduler/test_worker_runs.py::"
+               "test_three_attempts_with_one_and_two_second_backoff_and_the_lock_held_between",),
+    ),
+    # -- the right values of SPEC §5 that issue 12 asked for ---------------------------------
+    Plant(
+        name="archive-memory",
+        description="archive memory grows with the rows: every remaining id loaded to find a batch's bound",
+        edits=(Edit(
+            "audit/services.py",
+            'bound = list(remaining.values_list("id", flat=True)[batch_size - 1 : batch_size])',
+            'bound = list(remaining.values_list("id", flat=True))[batch_size - 1 : batch_size]',
+        ),),
+        tests=("tests/audit/test_audit_archive.py::test_memory_does_not_grow_with_the_number_of_rows",),
+    ),
+    Plant(
+        name="summary-one-huge-batch",
+        description="summaries recorded once per 10,000 emails: a hard kill re-sends more than one configured batch",
+        edits=(Edit(
+            "contributions/services.py",
+            "    batch_size = settings.SUMMARY_EMAIL_BATCH_SIZE if batch_size is None else batch_size",
+            "    batch_size = 10_000 if batch_size is None else batch_size",
+        ),),
+        tests=("tests/contributions/test_summary_sigkill.py",),
+    ),
+    Plant(
+        name="dry-run-ignored",
+        description="run_job --dry-run runs for real",
+        edits=(Edit(
+            "scheduler_app/management/commands/run_job.py",
+            'kwargs = {"trigger": JobRun.Trigger.MANUAL, "dry_run": dry_run}',
+            'kwargs = {"trigger": JobRun.Trigger.MANUAL, "dry_run": False}',
+        ),),
+        tests=("tests/scheduler/test_run_job_dry_run.py",),
     ),
 ]
