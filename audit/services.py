@@ -250,6 +250,7 @@ def archive_old_logs(
     batch_size: int | None = None,
     dry_run: bool = False,
     should_stop: Callable[[], bool] | None = None,
+    on_progress: Callable[[int, int], object] | None = None,
 ) -> int:
     """Move audit logs older than ``days`` days to the archive (SPEC §5 "Archive").
 
@@ -280,6 +281,7 @@ def archive_old_logs(
         batch_size: rows per transaction (>= 1); defaults to ``settings.ARCHIVE_BATCH_SIZE``.
         dry_run: count the rows that would move and change nothing.
         should_stop: called before each batch; True stops the run cleanly.
+        on_progress: called after each committed batch with (rows moved so far, rows to move).
 
     Returns:
         The number of rows moved (in a dry run: that would move). A second run
@@ -325,6 +327,8 @@ def archive_old_logs(
             break
         moved += mover.move(after_id=last_id, up_to_id=upper)
         last_id = upper
+        if on_progress is not None:
+            on_progress(moved, total)
         clock = monotonic()
         if clock - last_report >= PROGRESS_INTERVAL_SECONDS:
             last_report = clock

@@ -13,4 +13,5 @@ from scheduler_app.jobs import JobContext, job
 @job("archive-audit-logs", crontab="0 2 * * *", lock_ttl=600, soft_time_limit=3000, time_limit=3300)
 def archive_audit_logs_task(ctx: JobContext) -> int:
     """Move audit logs older than AUDIT_LOG_RETENTION_DAYS to the archive; return rows moved."""
-    return archive_old_logs(dry_run=ctx.dry_run, should_stop=ctx.should_stop)
+    return archive_old_logs(dry_run=ctx.dry_run, should_stop=ctx.should_stop,
+                            on_progress=lambda moved, total: ctx.report_progress(moved, f"{moved} of {total} rows"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import math
 import os
 import socket
 import time
@@ -26,6 +27,8 @@ logger = logging.getLogger("scheduler")
 
 #: Attempts of one run in all (SPEC §3): the first and two retries.
 MAX_ATTEMPTS = 3
+#: Seconds between two progress writes of one run (:meth:`JobContext.report_progress`).
+PROGRESS_INTERVAL_S = 2.0
 #: Countdown before the first retry, in seconds; doubled for each next one (1 s, then 2 s; no jitter).
 RETRY_BACKOFF_SECONDS = 1
 
@@ -91,6 +94,9 @@ class JobContext:
         dry_run: report what would change and change nothing.
         deadline: ``time.monotonic()`` value after which :meth:`should_stop` is True, or None.
         logger: the engine's logger (``scheduler``).
+
+    Methods: :meth:`should_stop` (between batches) and :meth:`report_progress`
+    (items done so far, stored on the run at most every ``PROGRESS_INTERVAL_S``).
     """
 
     spec: JobSpec
@@ -101,6 +107,7 @@ class JobContext:
     dry_run: bool
     deadline: float | None = None
     logger: logging.Logger = logger
+    _progress_at: float = dataclasses.field(default=-math.inf, repr=False)
 
     def should_stop(self) -> bool:
         """True when the job should stop between batches: its soft time limit is near.
@@ -110,6 +117,22 @@ class JobContext:
         by the next run.
         """
         return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def report_progress(self, items: int, detail: str = "", *, force: bool = False) -> bool:
+        """Record ``items`` done so far (and a short ``detail``) on the run, for the admin and the dashboard.
+
+        Written at most once every ``PROGRESS_INTERVAL_S`` seconds (``force``
+        writes now); a run that dies keeps the last count written. Nothing is
+        written for a dry run, or for a context without a run (``run_id`` 0).
+        Returns True when it was written.
+        """
+        now = time.monotonic()
+        if self.dry_run or not self.run_id or (not force and now - self._progress_at < PROGRESS_INTERVAL_S):
+            return False
+        from scheduler_app.models import JobRun
+
+        self._progress_at = now
+        return JobRun.objects.record_progress(self.run_id, items=items, detail=detail)
 
 
 def attempt_deadline(spec: JobSpec) -> float:

@@ -115,12 +115,23 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         self.filter(pk=run.pk).update(error=error)
 
     def finish(self, run: JobRun, status: str, *, items: int | None = None, error: str = "") -> int:
-        """Write a run's outcome (``status``: SUCCEEDED or FAILED); return its duration in milliseconds since ``started_at``."""
+        """Write a run's outcome (``status``: SUCCEEDED or FAILED); return its duration in milliseconds since ``started_at``.
+
+        ``items`` None keeps the count the run last reported (:meth:`record_progress`), so a failed
+        run shows how far it got.
+        """
         now = timezone.now()
         duration = max(int((now - run.started_at).total_seconds() * 1000), 0)
-        self.filter(pk=run.pk).update(status=status, finished_at=now, duration_ms=duration, items_processed=items,
-                                      error=error)
+        fields: dict = {"status": status, "finished_at": now, "duration_ms": duration, "error": error}
+        if items is not None:
+            fields["items_processed"] = items
+        self.filter(pk=run.pk).update(**fields)
         return duration
+
+    def record_progress(self, run_id: int, *, items: int, detail: str = "") -> bool:
+        """Store a RUNNING run's items done so far and a short ``detail`` (e.g. ``"3/10 batches"``); False if it ended."""
+        return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(
+            items_processed=items, progress=detail[:255]))
 
     def record_revoked(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
                        dry_run: bool, why: str) -> None:
@@ -191,7 +202,8 @@ class JobRun(models.Model):
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From the first attempt's start to the end of the last, in milliseconds.")
-    items_processed = models.PositiveIntegerField(null=True, blank=True)
+    items_processed = models.PositiveIntegerField(null=True, blank=True, help_text="Items done; while RUNNING, so far.")
+    progress = models.CharField(max_length=255, blank=True, help_text="What a running job last reported, e.g. '3/10 batches'.")
     worker = models.CharField(max_length=255, blank=True, help_text="Celery worker hostname and pid, or the host of a --local run.")
     task_id = models.CharField(max_length=255, unique=True)
     error = models.TextField(blank=True)
