@@ -92,12 +92,32 @@ def _run_job(task, lock_client, lock_key: str) -> tuple[float, str]:
     return triggered, result.id
 
 
+def _run_job_command(job: str) -> float:
+    """Wall time in milliseconds of ``python manage.py run_job JOB`` through the worker: the operator's wait."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "manage.py", "run_job", job], cwd=ROOT, capture_output=True, text=True,
+                          timeout=RESULT_TIMEOUT_S * 4, stdin=subprocess.DEVNULL)
+    wall_ms = (time.perf_counter() - started) * 1000
+    if done.returncode != 0:
+        raise RuntimeError(f"run_job {job} exited {done.returncode}: {done.stderr.strip()[-2000:]}")
+    return wall_ms
+
+
+def _python_start_ms() -> float:
+    """Wall time in milliseconds of ``python manage.py check`` (interpreter, Django and settings start-up): run_job's floor."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, check=True,
+                   timeout=RESULT_TIMEOUT_S * 4, stdin=subprocess.DEVNULL)
+    return (time.perf_counter() - started) * 1000
+
+
 def _run_plain(task) -> None:
     if task.apply_async().get(timeout=RESULT_TIMEOUT_S) != 1:
         raise RuntimeError("the plain task returned something else than 1")
 
 
-def run(*, samples: int, throughput_runs: int, workdir: str | None = None, log=print) -> dict[str, float | int]:
+def run(*, samples: int, throughput_runs: int, command_runs: int = 5, workdir: str | None = None,
+        log=print) -> dict[str, float | int]:
     """Start a worker, measure, stop it; return the ``dispatch.*`` keys."""
     from bench.tasks import noop_job, plain_noop
     from scheduler_app.jobs import get_spec
@@ -137,6 +157,14 @@ def run(*, samples: int, throughput_runs: int, workdir: str | None = None, log=p
                 _run_plain(plain_noop)
             plain_seconds += time.perf_counter() - started
             done += n
+
+        log(f"dispatch: {command_runs} x `manage.py run_job bench-noop` through the worker, "
+            f"and {command_runs} x `manage.py check`")
+        command_ms, start_ms = [], []
+        for _ in range(command_runs):
+            _wait_lock_free(lock_client, spec.lock_key)
+            command_ms.append(_run_job_command("bench-noop"))
+            start_ms.append(_python_start_ms())
     finally:
         worker.stop()
 
@@ -152,4 +180,7 @@ def run(*, samples: int, throughput_runs: int, workdir: str | None = None, log=p
         "dispatch.jobs_per_s": round(jobs_per_s, 1),
         "dispatch.plain_celery_tasks_per_s": round(plain_per_s, 1),
         "dispatch.ratio": round(jobs_per_s / plain_per_s, 3),
+        "dispatch.run_job_runs": command_runs,
+        "dispatch.run_job_wall_ms": round(statistics.median(command_ms), 1),
+        "dispatch.manage_py_start_ms": round(statistics.median(start_ms), 1),
     }
