@@ -12,6 +12,7 @@ import os
 import zoneinfo
 from pathlib import Path
 from urllib.parse import quote, urlparse
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -282,7 +283,7 @@ CELERY_BEAT_SCHEDULER = "scheduler_app.beat:JobScheduler"
 CELERY_BROKER_VISIBILITY_TIMEOUT = 4 * 3600
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
-CELERY_ONCE = {
+CELERY_ONCE: dict[str, Any] = {
     "backend": "scheduler_app.locks.OwnedRedisBackend",
     # celery-once's meaning: with blocking on, taking a held lock waits up to
     # blocking_timeout seconds before giving up (off: one try). A beat trigger

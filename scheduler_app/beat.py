@@ -65,7 +65,9 @@ class JobEntry(ModelEntry):
         if schedule is not None and type(schedule) is schedules.schedule:
             self.schedule = AlignedSchedule(schedule.run_every, nowfun=schedule.nowfun, app=self.app,
                                             anchor=model.start_time)
-        if model.start_time is not None and (never_ran or self.last_run_at < model.start_time):
+        # ModelEntry sets last_run_at in its untyped __init__.
+        last_run_at: dt.datetime = self.last_run_at  # type: ignore[has-type]
+        if model.start_time is not None and (never_ran or last_run_at < model.start_time):
             # django-celery-beat backdates last_run_at by 30 years so that the
             # task fires at start_time, which would run a scheduled time before
             # it; the first time to run is the first one at or after start_time.

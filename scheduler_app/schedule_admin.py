@@ -51,9 +51,9 @@ class CrontabScheduleForm(forms.ModelForm):
         fields = ("minute", "hour", "day_of_month", "month_of_year", "day_of_week", "timezone")
 
     def clean(self):
-        data = super().clean()
-        values = [data.get(name) for name, _ in CRONTAB_FIELDS]
-        if any(v in (None, "") for v in values):
+        data = super().clean() or {}
+        values = [str(data.get(name) or "") for name, _ in CRONTAB_FIELDS]
+        if "" in values:
             return data
         try:
             validate_crontab_fields(*values, tz=data.get("timezone") or dt.UTC)

@@ -69,7 +69,7 @@ def acting_as(name: str, user: Any = None) -> Iterator[Actor]:
     """Attribute the schedule changes made inside the block to ``name`` (and ``user``) in the audit log."""
     token = _actor.set(Actor(name, user))
     try:
-        yield _actor.get()  # type: ignore[misc]
+        yield Actor(name, user)
     finally:
         _actor.reset(token)
 
@@ -108,7 +108,7 @@ def _write_audit(action: str, *, entity_type: str, entity_id: object, details: s
 @receiver(pre_save, sender=PeriodicTask, dispatch_uid="scheduler_app.task_pre_save")
 def _task_pre_save(sender, instance: PeriodicTask, raw: bool = False, **kwargs) -> None:
     old = PeriodicTask.objects.filter(pk=instance.pk).first() if instance.pk else None
-    instance._schedule_before = _snapshot(old, TASK_FIELDS) if old else None  # type: ignore[attr-defined]
+    instance._schedule_before = _snapshot(old, TASK_FIELDS) if old else None
     if old is not None and not old.enabled and instance.enabled:
         # Switched back on: nothing that passed while it was off runs (SPEC §10).
         instance.last_run_at = timezone.now()

@@ -143,7 +143,7 @@ def crontab_times_on(cron: schedules.crontab, day: dt.date, tz: dt.tzinfo,
     instants: set[dt.datetime] = set()
     for hour in cron.hour if hours is None else cron.hour & hours:
         for minute in cron.minute:
-            wall = dt.datetime(day.year, day.month, day.day, hour, minute)
+            wall = dt.datetime(day.year, day.month, day.day, hour, minute)  # noqa: DTZ001 - a wall time, read in tz below
             first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
             if first.astimezone(tz).replace(tzinfo=None) != wall:  # skipped by the clocks going forward
                 instants.add(_gap_end(wall, tz))
@@ -240,7 +240,7 @@ def fire_times(schedule: schedules.BaseSchedule, after: dt.datetime) -> Iterator
 
 def next_fire_times(schedule: schedules.BaseSchedule, after: dt.datetime, count: int = 5) -> list[dt.datetime]:
     """The next ``count`` fire times of ``schedule`` strictly after ``after`` (fewer when it stops firing)."""
-    times = []
+    times: list[dt.datetime] = []
     for moment in fire_times(schedule, after):
         times.append(moment)
         if len(times) == count:
@@ -251,7 +251,7 @@ def next_fire_times(schedule: schedules.BaseSchedule, after: dt.datetime, count:
 def fire_times_between(schedule: schedules.BaseSchedule, start: dt.datetime, end: dt.datetime,
                        limit: int = 10_000) -> list[dt.datetime]:
     """The fire times in ``(start, end]`` in order, at most ``limit`` (the earliest ones)."""
-    times = []
+    times: list[dt.datetime] = []
     for moment in fire_times(schedule, start):
         if moment > end or len(times) == limit:
             break

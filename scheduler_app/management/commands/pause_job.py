@@ -6,6 +6,8 @@ or no schedule (run ``sync_schedules``).
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
@@ -59,7 +61,7 @@ class Command(BaseCommand):
         until_at = None
         if until:
             try:
-                until_at = timezone.datetime.fromisoformat(until.replace("Z", "+00:00"))
+                until_at = dt.datetime.fromisoformat(until.replace("Z", "+00:00"))
             except ValueError:
                 raise CommandError(f"--until={until!r} is invalid: an ISO 8601 time such as 2026-12-01T06:00:00Z",
                                    returncode=EXIT_USAGE) from None
