@@ -63,3 +63,24 @@ def slow_job(ctx: JobContext) -> int:
 def limited_job(ctx: JobContext) -> int:
     """Sleeps as long as told, with a 2 s soft and 3 s hard time limit."""
     return _behave("test-limited", ctx)
+
+
+# Jobs with a catch-up policy other than the default ``latest`` (SPEC §10),
+# for tests/scheduler/test_schedule_rules.py: beat sends them after downtime;
+# no test runs them on a worker.
+@job("test-catchup-skip", crontab="0 0 1 1 *", lock_ttl=30, catch_up="skip")
+def catchup_skip_job(ctx: JobContext) -> int:
+    """Catch-up policy skip: no missed time is run."""
+    return _behave("test-catchup-skip", ctx)
+
+
+@job("test-catchup-all", crontab="0 0 1 1 *", lock_ttl=30, catch_up="all", catch_up_limit=10)
+def catchup_all_job(ctx: JobContext) -> int:
+    """Catch-up policy all: every missed time, oldest first, at most 10."""
+    return _behave("test-catchup-all", ctx)
+
+
+@job("test-catchup-all-2", crontab="0 0 1 1 *", lock_ttl=30, catch_up="all", catch_up_limit=2)
+def catchup_all_2_job(ctx: JobContext) -> int:
+    """Catch-up policy all with a limit of 2: the 2 most recent missed times."""
+    return _behave("test-catchup-all-2", ctx)
