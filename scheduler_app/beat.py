@@ -176,6 +176,10 @@ class JobScheduler(DatabaseScheduler):
         except Exception:  # never keep beat from starting over a schedule problem
             logger.exception("Could not create missing schedules; run `manage.py sync_schedules`")
         super().setup_schedule()
+        # django-celery-beat ignores the first change it sees after start-up;
+        # read the marker now so a change made during the first tick (e.g. a
+        # pause resumed) is loaded at once, not at the 5-minute full re-read.
+        self.schedule_changed()
 
     def _get_crontab_exclude_query(self):
         # django-celery-beat leaves out crontabs whose hour is more than 2 h

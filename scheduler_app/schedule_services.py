@@ -111,7 +111,7 @@ def _task_pre_save(sender, instance: PeriodicTask, raw: bool = False, **kwargs) 
     instance._schedule_before = _snapshot(old, TASK_FIELDS) if old else None
     if old is not None and not old.enabled and instance.enabled:
         # Switched back on: nothing that passed while it was off runs (SPEC §10).
-        instance.last_run_at = timezone.now()
+        instance.last_run_at = getattr(instance, "_resume_since", None) or timezone.now()
 
 
 @receiver(post_save, sender=PeriodicTask, dispatch_uid="scheduler_app.task_post_save")
@@ -208,13 +208,19 @@ def pause(task: PeriodicTask, *, reason: str, until: dt.datetime | None = None, 
     return pause_row
 
 
-def resume(task: PeriodicTask, *, actor: str, user: Any = None) -> bool:
-    """Resume a paused (or disabled) ``task`` from now on; audited as ``SCHEDULE_RESUMED``. False if it was running already."""
+def resume(task: PeriodicTask, *, actor: str, user: Any = None, since: dt.datetime | None = None) -> bool:
+    """Resume a paused (or disabled) ``task``; audited as ``SCHEDULE_RESUMED``. False if it was running already.
+
+    It runs the scheduled times after ``since`` (aware; default now): a pause
+    whose end passed while beat was down resumes from its end, so the times
+    missed after it are beat downtime, for the catch-up policy.
+    """
     with transaction.atomic(), acting_as(actor, user), _audited_as("SCHEDULE_RESUMED"):
         had_pause = SchedulePause.objects.filter(periodic_task=task).delete()[0] > 0
         if task.enabled and not had_pause:
             return False
         task.enabled = True
+        task._resume_since = since  # read by the pre_save handler
         task.save()
     return True
 
@@ -240,7 +246,8 @@ def resume_expired_pauses(now: dt.datetime | None = None) -> list[str]:
     now = now or timezone.now()
     names = []
     for pause_row in SchedulePause.objects.filter(until__lte=now).select_related("periodic_task"):
-        resume(pause_row.periodic_task, actor=f"beat (pause until {iso(pause_row.until)} reached)")
+        resume(pause_row.periodic_task, actor=f"beat (pause until {iso(pause_row.until)} reached)",
+               since=pause_row.until)
         names.append(pause_row.periodic_task.name)
     return names
 

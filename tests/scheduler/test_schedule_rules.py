@@ -486,8 +486,7 @@ AUDITED = {
 
 @pytest.mark.parametrize("operation", [
     "disable",
-    pytest.param("enable", marks=pytest.mark.xfail(strict=True, reason=(
-        "set_enabled(..., True) calls resume(), which audits SCHEDULE_RESUMED instead of SCHEDULE_ENABLED"))),
+    "enable",
     "pause",
     "resume",
 ])
@@ -692,9 +691,6 @@ def test_catch_up_all_across_the_fall_back_night_sends_both_0100s(app, start_bea
     assert broker.times(job) == [at("2026-11-01 08:00"), at("2026-11-01 09:00"), at("2026-11-01 10:00")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "resume_expired_pauses resumes with last_run_at = the moment beat notices (13:20), not the pause's end "
-    "(12:15): 13:00, missed during beat downtime after the pause ended, is dropped instead of caught up"))
 def test_a_pause_that_ended_while_beat_was_down_leaves_later_missed_times_to_the_catch_up_policy(start_beat,
                                                                                                broker):
     # given an hourly plain task (catch-up `latest`) last run by beat at 10:00:01Z, paused at 10:30Z until 12:15Z,
