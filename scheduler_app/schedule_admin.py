@@ -174,6 +174,16 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("pause")
 
+    def get_actions(self, request):
+        # Every action changes a schedule or starts a run: a viewer gets none of them.
+        actions = super().get_actions(request)
+        if not self.has_change_permission(request):
+            for name in ("enable_tasks", "disable_tasks", "toggle_tasks", "pause_tasks", "resume_tasks"):
+                actions.pop(name, None)
+        if not request.user.has_perm("scheduler_app.run_job"):
+            actions.pop("run_tasks", None)
+        return actions
+
     def crontab_translation(self, obj):
         return obj.crontab.human_readable if obj and obj.crontab else "-"
 
