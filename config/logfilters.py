@@ -34,7 +34,7 @@ class RateLimitFilter(logging.Filter):
                  clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.seconds = float(seconds)
-        self.min_level = logging._checkLevel(min_level) if isinstance(min_level, str) else int(min_level)
+        self.min_level = logging.getLevelNamesMapping()[min_level] if isinstance(min_level, str) else int(min_level)
         self._clock = clock
         self._lock = threading.Lock()
         #: problem -> (when its last line was let through, lines dropped since)

@@ -409,7 +409,8 @@ def _check_sender(var: str, value: str) -> None:
             raise ValidationError("empty")
         validate_email(address)
     except ValidationError:
-        raise _bad(var, value, "an email address, or 'Name <address>', e.g. Savings groups <noreply@example.org>") from None
+        raise _bad(var, value,
+                   "an email address, or 'Name <address>', e.g. Savings groups <noreply@example.org>") from None
 
 
 _check_sender("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL)

@@ -51,6 +51,9 @@ class Contribution(models.Model):
                                    violation_error_message="Amount must be more than 0."),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.amount} to round {self.round_id} ({self.get_status_display()})"
+
     def clean(self) -> None:
         """Refuse a membership or round of another group, and a confirmation without a time.
 
@@ -59,20 +62,17 @@ class Contribution(models.Model):
         """
         errors: dict[str, str] = {}
         group_id = self.group_id
-        for name, label in (("membership", "membership"), ("round", "round")):
+        for name in ("membership", "round"):
             try:
                 related = getattr(self, name)
             except ObjectDoesNotExist:
                 continue
             if group_id is not None and related.group_id != group_id:
-                errors[name] = f"The {label} must belong to the contribution's group (group {group_id})."
+                errors[name] = f"The {name} must belong to the contribution's group (group {group_id})."
         if self.status == self.Status.CONFIRMED and self.confirmed_at is None:
             errors["confirmed_at"] = "A confirmed contribution needs the time it was confirmed."
         if errors:
             raise ValidationError(errors)
-
-    def __str__(self) -> str:
-        return f"{self.amount} to round {self.round_id} ({self.get_status_display()})"
 
 
 class WeeklySummary(models.Model):

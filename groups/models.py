@@ -8,6 +8,8 @@ Status moves PENDING -> ACTIVE -> COMPLETED only, through
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
@@ -141,6 +143,9 @@ class Round(models.Model):
                                    violation_error_message="Round number must be at least 1."),
         ]
 
+    def __str__(self) -> str:
+        return f"round {self.number} of group {self.group_id} ({self.get_status_display()})"
+
     def clean(self) -> None:
         """Refuse a number past the group's ``total_rounds``, another group's recipient, a completion without a time.
 
@@ -160,11 +165,8 @@ class Round(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    def __str__(self) -> str:
-        return f"round {self.number} of group {self.group_id} ({self.get_status_display()})"
 
-
-def _related_or_none(instance: models.Model, name: str) -> models.Model | None:
+def _related_or_none(instance: models.Model, name: str) -> Any:
     """``instance.<name>``, or None while the foreign key is not set (a form being validated)."""
     try:
         return getattr(instance, name)

@@ -16,9 +16,10 @@ _AUTH_MARKERS = ("NOAUTH", "WRONGPASS", "Authentication required", "invalid user
 def _chain(exc: BaseException) -> list[BaseException]:
     """``exc`` and the exceptions it was raised from (kombu wraps redis-py's in its OperationalError)."""
     seen: list[BaseException] = []
-    while exc is not None and exc not in seen:
-        seen.append(exc)
-        exc = exc.__cause__ or exc.__context__
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
     return seen
 
 
