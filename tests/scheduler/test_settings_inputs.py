@@ -167,3 +167,16 @@ def test_behind_the_proxy_plain_http_redirects_except_healthz_and_metrics():
     # the probes are never redirected (whatever they answer: 404 until /healthz and /metrics exist)
     for path in ("/healthz", "/metrics"):
         assert rows[path][0] != "301" and rows[path][1] == "-", rows[path]
+
+
+@pytest.mark.parametrize("process", [["worker"], ["beat", "-S", "django"]])
+def test_celery_reports_a_bad_redis_url_without_its_password(process):
+    env = clean_env(REDIS_URL=f"redis://:{PASSWORD}@localhost:0/0")
+
+    done = subprocess.run([*CELERY, *process], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "Configuration error: REDIS_URL='redis://:**@localhost:0/0' is invalid: "
+        "a URL whose port is a number from 1 to 65535"]
+    assert PASSWORD not in done.stdout + done.stderr
