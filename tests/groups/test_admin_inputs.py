@@ -173,3 +173,27 @@ def test_contribution_form_accepts_a_confirmed_contribution_with_its_time(admin_
 
     assert response.status_code == 302, response.context["adminform"].form.errors
     assert Contribution.objects.get().status == "CONFIRMED"
+
+
+# (what the second membership repeats, the sentence)
+MEMBERSHIP_ROWS = [
+    ("user", "This user is already an active member of this group."),
+    ("payout_position", "Another active member of this group has this payout position."),
+]
+
+
+@pytest.mark.parametrize(("repeated", "message"), MEMBERSHIP_ROWS)
+def test_membership_constraints_read_as_sentences(admin_client, two_groups, repeated, message):
+    group, member, _outsider = two_groups
+    other_user = get_user_model().objects.create_user("someone-else")
+    data = {"group": str(group.pk), "user": str(member.user_id if repeated == "user" else other_user.pk),
+            "payout_position": str(member.payout_position if repeated == "payout_position" else 2),
+            "joined_at_0": "2026-11-30", "joined_at_1": "09:00:00", "left_at_0": "", "left_at_1": ""}
+
+    response = admin_client.post(reverse("admin:groups_membership_add"), data)
+
+    assert response.status_code == 200
+    form = response.context["adminform"].form
+    assert message in form.errors.get("__all__", []), form.errors
+    assert "violated" not in response.content.decode()
+    assert group.memberships.count() == 1
