@@ -9,10 +9,11 @@ Celery app print that line and exit with status 2 instead of a traceback.
 from __future__ import annotations
 
 import os
+import warnings
 import zoneinfo
 from pathlib import Path
-from urllib.parse import quote, urlparse
 from typing import Any
+from urllib.parse import quote, unquote, urlparse
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -43,8 +44,39 @@ if (BASE_DIR / ".env").is_file():
                 os.environ.pop(_var, None)
 
 
+#: Variables whose value is a URL that may carry a password (and a DSN, whose user part is its key).
+_URL_VARIABLES = ("REDIS_URL", "DATABASE_URL", "EMAIL_URL", "SENTRY_DSN")
+
+
+def _secrets_in(var: str, value: str) -> list[str]:
+    """The parts of ``value`` that must never be printed: a URL's password; for a DSN, its key too."""
+    if var not in _URL_VARIABLES or "@" not in value:
+        return []
+    # Not urlparse: a value bad enough to be reported may not parse (a port "abc" raises).
+    userinfo = value.partition("://")[2].rpartition("@")[0] if "://" in value else value.rpartition("@")[0]
+    if not userinfo:
+        return []
+    user, colon, password = userinfo.partition(":")
+    if var == "SENTRY_DSN":
+        return [userinfo]
+    return [password] if colon and password else []
+
+
+def _mask(var: str, value: str, text: str) -> str:
+    """``text`` with every secret of ``value`` replaced by ``**``, as the logs show URLs (``redis://:**@host``)."""
+    for secret in sorted(_secrets_in(var, value), key=len, reverse=True):
+        text = text.replace(secret, "**")
+        # An exception message may quote the URL-decoded form.
+        text = text.replace(unquote(secret), "**")
+    return text
+
+
 def _bad(var: str, value: object, allowed: str) -> ImproperlyConfigured:
-    return ImproperlyConfigured(f"{var}={value!r} is invalid: {allowed}")
+    """The one-line start-up error for ``var``; passwords and DSN keys in ``value`` are masked (``:**@``)."""
+    message = f"{var}={value!r} is invalid: {allowed}"
+    if isinstance(value, str):
+        message = _mask(var, value, message)
+    return ImproperlyConfigured(message)
 
 
 def env_str(var: str, default: str | None = None) -> str | None:
@@ -137,7 +169,31 @@ if not SECRET_KEY:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is unset: set it, or set DJANGO_DEBUG=true to use the development key"
         )
-ALLOWED_HOSTS = [h.strip() for h in (env_str("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1") or "").split(",") if h.strip()]
+_allowed_hosts = os.environ.get("DJANGO_ALLOWED_HOSTS")
+ALLOWED_HOSTS = [h.strip() for h in (_allowed_hosts if _allowed_hosts is not None else "localhost,127.0.0.1").split(",")
+                 if h.strip()]
+if not ALLOWED_HOSTS and not DEBUG:
+    # Django would answer every request with 400; say so now instead.
+    raise _bad("DJANGO_ALLOWED_HOSTS", _allowed_hosts, "a comma-separated list of host names, e.g. sched.example.org "
+               "(empty is allowed only with DJANGO_DEBUG=true)")
+
+# --- HTTPS (production behind a TLS-terminating proxy; `manage.py check --deploy`) ---
+
+#: The proxy terminates TLS and sets X-Forwarded-Proto: trust it, and make
+#: HTTPS the default for redirects and cookies.
+BEHIND_TLS_PROXY = env_bool("DJANGO_BEHIND_TLS_PROXY", False)
+if BEHIND_TLS_PROXY:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", BEHIND_TLS_PROXY)
+# Probes and Prometheus reach these over plain HTTP inside the network
+# (Django matches the path without its leading slash).
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^metrics/?$"]
+SESSION_COOKIE_SECURE = env_bool("DJANGO_SESSION_COOKIE_SECURE", BEHIND_TLS_PROXY)
+CSRF_COOKIE_SECURE = env_bool("DJANGO_CSRF_COOKIE_SECURE", BEHIND_TLS_PROXY)
+#: Off (0) by default: once sent, browsers refuse plain HTTP for this long.
+SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 0, minimum=0, maximum=2 * 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", False)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -190,7 +246,10 @@ TEMPLATES = [
 
 _database_url = env_str("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}")
 try:
-    _db = env.db_url_config(_database_url)
+    with warnings.catch_warnings():
+        # django-environ warns "Engine not recognized" before our one line says the same.
+        warnings.simplefilter("ignore")
+        _db = env.db_url_config(_database_url)
 except Exception as exc:
     raise _bad("DATABASE_URL", _database_url, f"a database URL such as sqlite:///db.sqlite3 or postgres://user@host:5432/name ({exc})") from None
 if _db.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
@@ -338,6 +397,26 @@ else:
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Savings groups <noreply@localhost>")
 
 
+def _check_sender(var: str, value: str) -> None:
+    """An address, or ``Name <address>``; one line at start-up rather than every summary email failing."""
+    from email.utils import parseaddr
+
+    from django.core.exceptions import ValidationError
+    from django.core.validators import validate_email
+
+    _name, address = parseaddr(value)
+    try:
+        if "\r" in value or "\n" in value or not address:
+            raise ValidationError("empty")
+        validate_email(address)
+    except ValidationError:
+        raise _bad(var, value,
+                   "an email address, or 'Name <address>', e.g. Savings groups <noreply@example.org>") from None
+
+
+_check_sender("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL)
+
+
 def _check_email_backend(path: str) -> None:
     import importlib
 
@@ -368,6 +447,10 @@ LOGGING = {
             "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
         },
     },
+    "filters": {
+        # While Redis is down beat logs a traceback per firing; one line per problem per minute instead.
+        "once_a_minute": {"()": "config.logfilters.RateLimitFilter", "seconds": 60},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
     },
@@ -375,6 +458,7 @@ LOGGING = {
     "loggers": {
         "django.db.backends": {"level": "INFO"},
         "celery": {"level": LOG_LEVEL},
+        "celery.beat": {"level": LOG_LEVEL, "filters": ["once_a_minute"]},
     },
 }
 
@@ -398,4 +482,20 @@ if SENTRY_DSN:
 SCHEDULER_AUDIT_LOG_FUNCTION = "audit.services.create_audit_log"
 #: Extra modules whose jobs are registered (comma-separated), e.g. for plug-ins or tests.
 EXTRA_JOB_MODULES = [m.strip() for m in (env_str("EXTRA_JOB_MODULES", "") or "").split(",") if m.strip()]
+
+
+def _check_modules(var: str, modules: list[str]) -> None:
+    """Each module can be found (not imported: its jobs need the app registry, which is not ready yet)."""
+    import importlib.util
+
+    for module in modules:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing, or the name is malformed
+            found = False
+        if not found:
+            raise _bad(var, os.environ.get(var, ""), f"comma-separated importable modules; {module!r} is not one")
+
+
+_check_modules("EXTRA_JOB_MODULES", EXTRA_JOB_MODULES)
 CELERY_IMPORTS = EXTRA_JOB_MODULES

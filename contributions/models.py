@@ -7,6 +7,7 @@ recorded delivery impossible (SPEC §5 "Weekly summaries").
 
 from __future__ import annotations
 
+from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -46,11 +47,32 @@ class Contribution(models.Model):
             models.Index(fields=["round", "membership", "status"], name="contribution_round_member_idx"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(amount__gt=0), name="contribution_amount_positive"),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="contribution_amount_positive",
+                                   violation_error_message="Amount must be more than 0."),
         ]
 
     def __str__(self) -> str:
         return f"{self.amount} to round {self.round_id} ({self.get_status_display()})"
+
+    def clean(self) -> None:
+        """Refuse a membership or round of another group, and a confirmation without a time.
+
+        Raises:
+            ValidationError: keyed by the field at fault.
+        """
+        errors: dict[str, str] = {}
+        group_id = self.group_id
+        for name in ("membership", "round"):
+            try:
+                related = getattr(self, name)
+            except ObjectDoesNotExist:
+                continue
+            if group_id is not None and related.group_id != group_id:
+                errors[name] = f"The {name} must belong to the contribution's group (group {group_id})."
+        if self.status == self.Status.CONFIRMED and self.confirmed_at is None:
+            errors["confirmed_at"] = "A confirmed contribution needs the time it was confirmed."
+        if errors:
+            raise ValidationError(errors)
 
 
 class WeeklySummary(models.Model):

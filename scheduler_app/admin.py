@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -12,6 +13,9 @@ from scheduler_app.admin_base import ReadOnlyAdmin
 from scheduler_app.lock_services import HolderAlive, all_lock_statuses, clear_job_lock
 from scheduler_app.models import JobRun
 from scheduler_app.registry import get_spec
+
+#: Who may see the Job locks page (holders and task ids) and who may clear a lock (JobRun.Meta.permissions).
+VIEW_LOCKS, CLEAR_LOCK = "scheduler_app.view_locks", "scheduler_app.clear_lock"
 
 
 @admin.register(JobRun)
@@ -33,10 +37,15 @@ class JobRunAdmin(ReadOnlyAdmin):
         return custom + urls
 
     def locks_view(self, request: HttpRequest):
-        """List each job's lock holder and expiry; POST ``job=NAME`` clears that lock."""
+        """List each job's lock holder and expiry; POST ``job=NAME`` clears that lock.
+
+        Seeing the page needs the ``view_locks`` permission (403 otherwise), clearing ``clear_lock``.
+        """
+        if not request.user.has_perm(VIEW_LOCKS):
+            raise PermissionDenied
         if request.method == "POST":
-            if not request.user.is_superuser:
-                messages.error(request, "Only superusers can clear locks.")
+            if not request.user.has_perm(CLEAR_LOCK):
+                messages.error(request, "You do not have permission to clear locks.")
             else:
                 name = request.POST.get("job", "")
                 try:
@@ -61,19 +70,20 @@ class JobRunAdmin(ReadOnlyAdmin):
             "title": "Job locks",
             "statuses": all_lock_statuses(),
             "opts": self.model._meta,
+            "can_clear": request.user.has_perm(CLEAR_LOCK),
         }
         return TemplateResponse(request, "admin/scheduler_app/locks.html", context)
 
     def get_actions(self, request: HttpRequest):
         actions = super().get_actions(request)
-        if not request.user.is_superuser:
+        if not request.user.has_perm(CLEAR_LOCK):
             actions.pop("clear_locks_of_selected_jobs", None)
         return actions
 
     @admin.action(description="Clear the locks of the selected runs' jobs")
     def clear_locks_of_selected_jobs(self, request: HttpRequest, queryset):
-        if not request.user.is_superuser:
-            self.message_user(request, "Only superusers can clear locks.", messages.ERROR)
+        if not request.user.has_perm(CLEAR_LOCK):
+            self.message_user(request, "You do not have permission to clear locks.", messages.ERROR)
             return
         for name in sorted(set(queryset.values_list("job", flat=True))):
             try:

@@ -213,6 +213,13 @@ class JobRun(models.Model):
     class Meta:
         ordering = ["-started_at", "-id"]
         indexes = [models.Index(fields=["job", "-started_at"], name="jobrun_job_started")]
+        # Run history itself is read-only for everyone (the admin grants no add, change or delete);
+        # these guard what goes beyond reading it (scheduler_app.admin, scheduler_app.schedule_admin).
+        permissions = [
+            ("view_locks", "Can see job locks: their holders and task ids"),
+            ("clear_lock", "Can clear a job lock"),
+            ("run_job", "Can run a job by hand from the admin"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "scheduled_for"],

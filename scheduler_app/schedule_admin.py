@@ -25,6 +25,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django_celery_beat.admin import CrontabScheduleAdmin as BeatCrontabScheduleAdmin
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
+from django_celery_beat.admin import PeriodicTaskForm as BeatPeriodicTaskForm
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from scheduler_app import schedule_services
@@ -116,9 +117,47 @@ class PauseForm(forms.Form):
         return until
 
 
+def registered_task_names() -> set[str]:
+    """Every task the workers can run: the registry's jobs and every other registered Celery task."""
+    from celery import current_app
+
+    from scheduler_app.registry import load_registry
+
+    current_app.loader.import_default_modules()  # what the workers import (CELERY_IMPORTS, autodiscovery)
+    return {spec.task_name for spec in load_registry().values()} | set(current_app.tasks)
+
+
+class PeriodicTaskForm(BeatPeriodicTaskForm):
+    """django-celery-beat's form, refusing a task no worker runs and a one-off time already past.
+
+    Its "Task (custom)" box takes any text: ``os.system`` would be saved and
+    then fail at every firing with "Received unregistered task".
+    """
+
+    def clean(self):
+        data = super().clean()
+        task = data.get("task")
+        if task and task not in registered_task_names():
+            self.add_error("task", forms.ValidationError(
+                "%(task)s is not a registered job or Celery task: pick one from \"Task (registered)\"",
+                code="unregistered_task", params={"task": repr(task)}))
+        clocked = data.get("clocked")
+        # Only a new task, or one moved to another clocked time: an old one-off that ran keeps its past time.
+        if clocked is not None and (self.instance.pk is None or "clocked" in self.changed_data) \
+                and clocked.clocked_time <= timezone.now():
+            zone = timezone.get_default_timezone()
+            self.add_error("clocked", forms.ValidationError(
+                "%(when)s has passed: a one-off task needs a clocked time in the future",
+                code="clocked_in_past",
+                params={"when": f"{clocked.clocked_time.astimezone(zone):%Y-%m-%d %H:%M:%S %Z}"}))
+        return data
+
+
 @admin.register(PeriodicTask)
 class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
     """Periodic tasks with their next times and pauses; every change audited as the admin user."""
+
+    form = PeriodicTaskForm
 
     list_display = ("name", "enabled", "pause_state", "scheduler", "next_scheduled_time", "last_run_at", "one_off")
     actions = ("enable_tasks", "disable_tasks", "toggle_tasks", "pause_tasks", "resume_tasks", "run_tasks")
@@ -134,6 +173,16 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("pause")
+
+    def get_actions(self, request):
+        # Every action changes a schedule or starts a run: a viewer gets none of them.
+        actions = super().get_actions(request)
+        if not self.has_change_permission(request):
+            for name in ("enable_tasks", "disable_tasks", "toggle_tasks", "pause_tasks", "resume_tasks"):
+                actions.pop(name, None)
+        if not request.user.has_perm("scheduler_app.run_job"):
+            actions.pop("run_tasks", None)
+        return actions
 
     def crontab_translation(self, obj):
         return obj.crontab.human_readable if obj and obj.crontab else "-"

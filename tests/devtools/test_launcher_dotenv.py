@@ -81,7 +81,8 @@ def test_the_settings_read_the_block_unless_the_environment_names_a_redis(tmp_pa
     shutil.copytree(ROOT / "config", tmp_path / "config")
     (tmp_path / ".env").write_text("DJANGO_DEBUG=true\n" + launcher.DOTENV_BLOCK_BEGIN
                                    + "\nREDIS_URL=redis://127.0.0.1:40001/0\n" + launcher.DOTENV_BLOCK_END + "\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DJANGO_"))}
+    # (not EXTRA_JOB_MODULES either: the settings check that its modules exist, and only config/ is copied)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "DJANGO_", "EXTRA_JOB_MODULES"))}
     env.update(environment, PYTHONPATH=str(tmp_path), DJANGO_SETTINGS_MODULE="config.settings")
 
     # when

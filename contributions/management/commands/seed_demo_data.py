@@ -52,6 +52,10 @@ AUDIT_SOURCE = "seed_demo_data"
 BATCH_SIZE = 5000
 #: Audit logs per batch of random draws (the draws, hence the data, depend on it).
 AUDIT_DRAW_BATCH = 1000
+#: The most audit logs one run creates (about 4 GB of SQLite); more is a usage error (exit 2).
+MAX_AUDIT_LOGS = 10_000_000
+#: Exit status of a usage error (a bad argument), as for argparse's own errors.
+EXIT_USAGE = 2
 #: Share of audit logs older than the default 90-day retention.
 OLD_AUDIT_SHARE = 1 / 3
 
@@ -104,9 +108,9 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--groups", type=int, default=200, help="Number of groups (default 200).")
+        parser.add_argument("--groups", type=int, default=200, help="Number of groups, 0 or more (default 200).")
         parser.add_argument("--audit-logs", type=int, default=100_000,
-                            help="Number of audit logs (default 100000).")
+                            help=f"Number of audit logs, 0 to {MAX_AUDIT_LOGS:,} (default 100,000).")
         parser.add_argument("--seed", type=int, default=42, help="Random seed (default 42).")
         existing = parser.add_mutually_exclusive_group()
         existing.add_argument("--force", action="store_true",
@@ -116,8 +120,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, groups: int, audit_logs: int, seed: int, force: bool, if_empty: bool,
                **options: Any) -> None:
-        if groups < 0 or audit_logs < 0:
-            raise CommandError("--groups and --audit-logs must be >= 0")
+        if groups < 0:
+            raise CommandError(f"--groups {groups} is invalid: a number of groups, 0 or more", returncode=EXIT_USAGE)
+        if not 0 <= audit_logs <= MAX_AUDIT_LOGS:
+            raise CommandError(f"--audit-logs {audit_logs} is invalid: a number from 0 to {MAX_AUDIT_LOGS:,}",
+                               returncode=EXIT_USAGE)
         user_model = get_user_model()
         if user_model.objects.filter(username__startswith=USERNAME_PREFIX).exists():
             if if_empty:

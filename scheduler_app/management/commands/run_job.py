@@ -81,8 +81,12 @@ class Command(BaseCommand):
                               "has `manage.py migrate` been run?")
             sys.exit(EXIT_FAILED)
         except (BrokerError, RedisError) as exc:
-            self.stderr.write(f"Redis at {_safe_url()} is not reachable ({type(exc).__name__}: {exc}); "
-                              "start it or set REDIS_URL")
+            from django.conf import settings
+
+            from scheduler_app.redis_errors import describe_redis_problem
+
+            # Out of memory and a refused password are told apart from "not reachable".
+            self.stderr.write(describe_redis_problem(exc, _safe_url(), settings.REDIS_URL))
             sys.exit(EXIT_FAILED)
         except KeyboardInterrupt:
             self.stderr.write(f"Interrupted: stopped waiting for job {name}" + ("" if local else
