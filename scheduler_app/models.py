@@ -246,3 +246,6 @@ class SchedulePause(models.Model):
 
     def __str__(self) -> str:
         return f"{self.periodic_task.name} paused: {self.reason}"
+
+
+from scheduler_app.ops_models import BeatHeartbeat, JobAlert, ScheduleBaseline  # noqa: E402,F401 - registered with the app
