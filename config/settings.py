@@ -317,16 +317,19 @@ BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 60, m
 
 # SCHEDULE_<JOB> crontab overrides, read here and applied by `sync_schedules`.
 JOB_SCHEDULE_OVERRIDES: dict[str, str] = {}
-for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses"):
+for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses", "check-schedules",
+              "prune-job-runs"):
     _var = "SCHEDULE_" + _name.upper().replace("-", "_")
     _value = env_crontab(_var)
     if _value:
         JOB_SCHEDULE_OVERRIDES[_name] = _value
-_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES", "SCHEDULE_UPDATE_GROUP_STATUSES"}
+_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES", "SCHEDULE_UPDATE_GROUP_STATUSES",
+                  "SCHEDULE_CHECK_SCHEDULES", "SCHEDULE_PRUNE_JOB_RUNS",
+                  "SCHEDULE_GRACE_SECONDS"}  # a setting, not a job's crontab
 for _var in os.environ:
     # Any other SCHEDULE_* (a typo, or the wrong case) would be silently ignored: refuse it.
     if _var.upper().startswith("SCHEDULE_") and _var not in _SCHEDULE_VARS:
-        raise _bad(_var, os.environ[_var], "SCHEDULE_ARCHIVE_AUDIT_LOGS, SCHEDULE_SEND_CONTRIBUTION_SUMMARIES or SCHEDULE_UPDATE_GROUP_STATUSES")
+        raise _bad(_var, os.environ[_var], ", ".join(sorted(_SCHEDULE_VARS)))
 
 # --- Email -----------------------------------------------------------------
 

@@ -1,0 +1,113 @@
+"""/metrics, /healthz and check_schedules against real processes (issue 9, SPEC §9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import override_settings
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from prometheus_client.parser import text_string_to_metric_families
+
+from scheduler_app.jobs import get_spec
+from scheduler_app.models import JobRun
+from scheduler_app.ops_models import BeatHeartbeat
+from tests.processes import ROOT, process_env, start_beat, wait_for
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def check_schedules(**env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "manage.py", "check_schedules", "--no-alert"], cwd=ROOT,
+                          env=process_env(**env), capture_output=True, text=True, timeout=60)
+
+
+@override_settings(METRICS_TOKEN="s3cret-token")
+def test_metrics_needs_the_token_or_a_staff_session(client, job_redis):
+    JobRun.objects.create(job="test-noop", trigger="manual", status="SUCCEEDED", attempts=1,
+                          started_at="2026-11-30T01:00:00Z", finished_at="2026-11-30T01:00:02Z", duration_ms=2000,
+                          items_processed=7, task_id="t-1", worker="h:1")
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    user = get_user_model().objects.create_user("plain", "plain@example.com", "pw")
+    client.force_login(user)
+    assert client.get("/metrics").status_code == 401  # logged in but not staff
+    client.logout()
+    response = client.get("/metrics", HTTP_AUTHORIZATION="Bearer s3cret-token")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain; version=")
+    text = response.content.decode()
+    samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+               for family in text_string_to_metric_families(text) for sample in family.samples}
+    job = (("job", "test-noop"),)
+    assert samples[("scheduler_job_runs_total", (("job", "test-noop"), ("status", "SUCCEEDED"), ("trigger", "manual")))] == 1
+    assert samples[("scheduler_job_last_success_timestamp_seconds", job)] == 1796000402.0  # 2026-11-30T01:00:02Z
+    assert samples[("scheduler_job_last_duration_seconds", job)] == 2.0
+    assert samples[("scheduler_job_last_items", job)] == 7
+    assert samples[("scheduler_job_lock_held", job)] == 0
+    assert samples[("scheduler_job_missed_runs", job)] == 0
+    assert "example.com" not in text
+    staff = get_user_model().objects.create_user("staff", "staff@example.com", "pw", is_staff=True)
+    client.force_login(staff)
+    assert client.get("/metrics").status_code == 200
+
+
+def test_healthz_beat_workers_and_check_schedules_with_beat_stopped(client, worker, job_redis):
+    # given a job every 2 s, beat and a worker running
+    every = IntervalSchedule.objects.create(every=2, period="seconds")
+    PeriodicTask.objects.create(name="test-noop", task=get_spec("test-noop").task_name, interval=every)
+    beat = start_beat("ops")
+    try:
+        wait_for(lambda: JobRun.objects.filter(job="test-noop", status="SUCCEEDED").count() >= 3, 60,
+                 message="three scheduled runs")
+        started = time.monotonic()
+        response = client.get("/healthz")
+        elapsed = time.monotonic() - started
+        body = response.json()
+        assert response.status_code == 200, body
+        assert body["status"] == "ok"
+        assert set(body["checks"]) == {"database", "redis", "beat", "workers"}
+        assert all(c["status"] == "ok" and c["detail"] for c in body["checks"].values()), body
+        assert elapsed < 1.5
+        # and check_schedules is healthy while beat runs (a grace of 3 s)
+        healthy = check_schedules(SCHEDULE_GRACE_SECONDS="3")
+        assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    finally:
+        beat.stop()
+        beat.cleanup()
+    # when beat has been stopped for longer than the grace
+    stopped_at = time.time()
+    time.sleep(6)
+    # then check_schedules reports the missed times, one line each, and exits 1
+    sick = check_schedules(SCHEDULE_GRACE_SECONDS="3")
+    assert sick.returncode == 1, sick.stdout + sick.stderr
+    missed = [line for line in sick.stdout.splitlines() if line.startswith("test-noop missed ")]
+    assert missed, sick.stdout
+    assert all(line.endswith("Z") for line in missed)
+    # and /healthz fails on beat when its heartbeat is older than the limit
+    assert BeatHeartbeat.objects.exists()
+    with override_settings(BEAT_HEARTBEAT_MAX_AGE_SECONDS=5):
+        response = client.get("/healthz")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["status"] == "fail"
+    assert body["checks"]["beat"]["status"] == "fail"
+    assert body["checks"]["workers"]["status"] == "ok"
+    assert time.time() - stopped_at < 60
+
+
+def test_healthz_fails_each_check_within_a_second(client, job_redis):
+    from scheduler_app import health
+
+    def hangs():
+        time.sleep(5)
+        return {"status": "ok", "detail": "too late"}
+
+    started = time.monotonic()
+    body = health.run_checks({"database": health.check_database, "redis": hangs})
+    assert time.monotonic() - started < 1.3
+    assert body == {"status": "fail", "checks": {"database": {"status": "ok", "detail": "sqlite answered"},
+                                                 "redis": {"status": "fail", "detail": "no answer within 1s"}}}
