@@ -20,7 +20,7 @@ class JobRunAdmin(ReadOnlyAdmin):
     """Read-only run history, newest first; the "Job locks" page shows and clears locks."""
 
     # Fits 1400 px without scrolling: the outcome as one badge (with skip reason and dry run), times with seconds.
-    list_display = ("id", "job", "status_badge", "trigger", "scheduled", "started", "duration", "items", "attempts",
+    list_display = ("id", "job", "status_badge", "started", "duration", "items", "attempts", "scheduled",
                     "worker_short")
     list_display_links = ("id", "job")
     list_filter = ("job", "status", "trigger", "skip_reason", "dry_run")
@@ -40,13 +40,14 @@ class JobRunAdmin(ReadOnlyAdmin):
                            'font-size:11px;font-weight:bold;white-space:nowrap">{}{}</span>{}',
                            colour.get(run.status, "#666"), run.status, extra, dry)
 
-    @admin.display(description="Scheduled (UTC)", ordering="scheduled_for")
+    @admin.display(description="Trigger, scheduled (UTC)", ordering="scheduled_for")
     def scheduled(self, run: JobRun) -> str:
-        return f"{run.scheduled_for:%Y-%m-%d %H:%M:%S}" if run.scheduled_for else "manual"
+        when = f"{run.scheduled_for:%Y-%m-%d %H:%M:%S}" if run.scheduled_for else ""
+        return f"{run.trigger} {when}".strip()
 
     @admin.display(description="Started (UTC)", ordering="started_at")
-    def started(self, run: JobRun) -> str:
-        return f"{run.started_at:%Y-%m-%d %H:%M:%S}"
+    def started(self, run: JobRun):
+        return format_html('<span style="white-space:nowrap">{}</span>', f"{run.started_at:%Y-%m-%d %H:%M:%S}")
 
     @admin.display(description="Duration", ordering="duration_ms")
     def duration(self, run: JobRun) -> str:
@@ -63,7 +64,7 @@ class JobRunAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Worker / sender", ordering="worker")
     def worker_short(self, run: JobRun):
-        return format_html('<span title="{}">{}</span>', run.worker, run.worker[:40])
+        return format_html('<span title="{}">{}</span>', run.worker, run.worker[:24])
 
     def get_urls(self):
         urls = super().get_urls()

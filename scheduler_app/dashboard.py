@@ -29,7 +29,7 @@ from scheduler_app.models import JobRun, SchedulePause
 from scheduler_app.problems import find_problems, job_tasks, percentile
 from scheduler_app.registry import get_spec, load_registry
 from scheduler_app.run_now import run_now
-from scheduler_app.schedule_services import describe_next_times
+from scheduler_app.schedule_services import next_times
 
 VIEW_PERMISSION = "scheduler_app.view_dashboard"
 RUN_PERMISSION = "scheduler_app.run_job_now"
@@ -94,6 +94,16 @@ class JobRow:
     problems: list[str]
 
 
+def _next_times(task) -> list[str]:
+    """The next 5 scheduled times in ``TIME_ZONE``, short: ``Mon 2026-11-30 09:00 CET``; or why there are none."""
+    zone = timezone.get_default_timezone()
+    try:
+        times = next_times(task, 5)
+    except (TypeError, ValueError) as exc:
+        return [f"none: {exc}"]
+    return [f"{t.astimezone(zone):%a %Y-%m-%d %H:%M %Z}" for t in times] or ["none in the next 5 years"]
+
+
 def _seconds(ms: float | None) -> str:
     return "-" if ms is None else f"{ms / 1000:.2f} s"
 
@@ -131,7 +141,7 @@ def job_rows(now: dt.datetime | None = None) -> list[JobRow]:
         schedule, zone = schedule_in_words(task)
         rows.append(JobRow(
             name=name, description=spec.description, task=task, schedule=schedule, zone=zone, state=state,
-            next_times=describe_next_times(task, 5) if task is not None and task.enabled else [],
+            next_times=_next_times(task) if task is not None and task.enabled else [],
             last=recent[0] if recent else None,
             success_rate=(f"{100 * len(ok) / len(finished):.0f}% of {len(finished)}" if finished else "-"),
             p50=_seconds(percentile(ok, 0.5)), p95=_seconds(percentile(ok, 0.95)),
