@@ -105,6 +105,11 @@ def _rows(r: Results) -> list[tuple[str, str, str, str, str]]:
             ("dispatch, no-op throughput", f"{r['dispatch.jobs_per_s']:.0f} jobs/s",
              f"plain Celery task {r['dispatch.plain_celery_tasks_per_s']:.0f} tasks/s", f"{r['dispatch.ratio']:.2f}", ""),
         ]
+    if "admin.auditlog_rows" in r:
+        rows.append((f"audit log admin list, {_n(r['admin.auditlog_rows'])} rows",
+                     f"{r['admin.auditlog_changelist_ms']:.1f} ms",
+                     f"counting paginator {r['admin.auditlog_changelist_ms_counting']:.1f} ms",
+                     f"{r['admin.auditlog_changelist_ms_counting'] / r['admin.auditlog_changelist_ms']:.1f}x", ""))
     return rows
 
 
