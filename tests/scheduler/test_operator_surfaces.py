@@ -111,3 +111,42 @@ def test_healthz_fails_each_check_within_a_second(client, job_redis):
     assert time.monotonic() - started < 1.3
     assert body == {"status": "fail", "checks": {"database": {"status": "ok", "detail": "sqlite answered"},
                                                  "redis": {"status": "fail", "detail": "no answer within 1s"}}}
+
+
+def test_run_job_returns_within_half_a_second_of_the_jobs_end(worker, job_redis):
+    def timed(*args: str) -> tuple[subprocess.CompletedProcess, float]:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "manage.py", "run_job", *args], cwd=ROOT, env=process_env(),
+                              capture_output=True, text=True, timeout=60)
+        return proc, time.monotonic() - started
+
+    # given a worker, and what starting the command costs (--list: Django and the registry loaded, nothing sent)
+    _, startup = timed("--list")
+    # when run_job sends a no-op job and waits for it
+    proc, wall = timed("test-noop")
+    exited = time.time()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = JobRun.objects.filter(job="test-noop").latest("started_at")
+    # then it exits within half a second of the run's end, and the ping before sending returns on the
+    # first reply instead of waiting out its timeout (which cost 2 s a run)
+    assert exited - run.finished_at.timestamp() < 0.5, exited - run.finished_at.timestamp()
+    assert wall - startup - run.duration_ms / 1000 < 1.0, (wall, startup, run.duration_ms)
+
+
+def test_a_killed_local_runs_lock_is_stale_at_once(job_redis):
+    import socket
+
+    from scheduler_app.lock_services import clear_job_lock
+    from scheduler_app.locks import default_backend
+
+    # given a local run's lock, renewed a moment ago (full TTL left), whose process was killed
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    spec = get_spec("test-noop")
+    token = "test-noop:manual:" + "b" * 32
+    default_backend().raise_or_lock(spec.lock_key, spec.lock_ttl, token=token)
+    JobRun.objects.create(job="test-noop", trigger="manual", status="RUNNING", attempts=1,
+                          started_at="2026-11-30T01:00:00Z", task_id=token, worker=f"{socket.gethostname()}:{gone.pid}")
+    # when an operator clears it without --force, then it is cleared: its holder's process is gone
+    holder = clear_job_lock(spec, actor="test")
+    assert holder is not None and holder.token == token
