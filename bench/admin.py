@@ -1,4 +1,4 @@
-"""Admin: the audit log list page (first page, default ordering) at millions of rows, rendered for a staff user (SPEC §8).
+"""Admin: the audit log list page (first page, default ordering) at millions of rows, for a staff user (SPEC §8).
 
 The rows are the archive section's seed (``bench.archive.seed``: ``rows`` old
 ones and a tenth as many recent ones). The page is rendered through Django's

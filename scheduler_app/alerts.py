@@ -114,7 +114,9 @@ def _recoveries(now: dt.datetime, broken_now: set[tuple[str, str]]) -> list[str]
         ids = [a.pk for a in recovered]
         if not ids or not JobAlert.objects.filter(pk__in=ids, recovered_at__isnull=True).update(recovered_at=now):
             continue
-        how = f"run {success.pk} succeeded at {iso(success.finished_at or success.started_at)}" if success else "schedule fixed"
+        how = "schedule fixed"
+        if success is not None:
+            how = f"run {success.pk} succeeded at {iso(success.finished_at or success.started_at)}"
         line = f"{job} recovered: {how} ({len(ids)} alert(s) closed)"
         logger.info("Job %s", line)
         notify(f"Scheduler: {line}", line)

@@ -60,8 +60,8 @@ def monitor_config(job: str) -> dict | None:
     spec = REGISTRY.get(job)
     if spec is None:
         return None
-    task = PeriodicTask.objects.select_related("crontab", "interval").filter(task=spec.task_name, enabled=True).order_by(
-        "name").first()
+    task = (PeriodicTask.objects.select_related("crontab", "interval")
+            .filter(task=spec.task_name, enabled=True).order_by("name").first())
     if task is None:
         return None
     config = {"checkin_margin": max(math.ceil(settings.SCHEDULE_GRACE_SECONDS / 60), 1),

@@ -166,7 +166,7 @@ def dashboard_view(request: HttpRequest):
 
 
 def report_outcome(request: HttpRequest, outcome) -> None:
-    """Show a :class:`~scheduler_app.run_now.RunNowOutcome` as an admin message: a skip is a warning, never a success."""
+    """Show a :class:`~scheduler_app.run_now.RunNowOutcome` as an admin message: a skip is a warning, never success."""
     if outcome.run_id is not None:
         url = reverse("admin:scheduler_app_jobrun_change", args=[outcome.run_id])
         text = format_html('{} (<a href="{}">run {}</a>)', outcome.message, url, outcome.run_id)

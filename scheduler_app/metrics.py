@@ -94,7 +94,7 @@ class JobCollector:
         counts = {kind: dict.fromkeys(jobs, 0) for kind in ("missed", "late", "overrunning", "broken")}
         for problem in find_problems(now):
             counts[problem.kind][problem.job] = counts[problem.kind].get(problem.job, 0) + 1
-        for kind, help_text in (("missed", "Scheduled times in the last 24 h with no run (SCHEDULE_GRACE_SECONDS past)."),
+        for kind, help_text in (("missed", "Scheduled times in the last 24 h with no run, the grace past."),
                                 ("late", "Runs in the last 24 h that started later than the grace."),
                                 ("overrunning", "Running runs past the job's expected duration."),
                                 ("broken", "1 when the job's schedule cannot be built.")):

@@ -199,7 +199,7 @@ def find_problems(now: dt.datetime | None = None) -> list[Problem]:
 
 
 def check_schedules(now: dt.datetime | None = None, *, alert: bool = True) -> list[Problem]:
-    """Find the problems, and (``alert``) log, report and alert each new one once; what both the command and the job run."""
+    """Find the problems and (``alert``) log, report and alert each new one once: what the command and the job run."""
     problems = find_problems(now)
     if alert:
         from scheduler_app.alerts import alert_problems

@@ -1,4 +1,4 @@
-"""Run a job now from the admin (dashboard's **Run now**, the periodic tasks' "Run selected tasks"), reporting the real outcome.
+"""Run a job now from the admin (**Run now**, the periodic tasks' "Run selected tasks"), reporting the real outcome.
 
 :func:`run_now` sends a manual run the way ``run_job`` does and says what
 really happened: **started** (with the run's id once the worker has recorded

@@ -49,7 +49,7 @@ def browser():
 
 def history() -> None:
     """Some realistic history, so the page shows what an operator would see."""
-    rng = random.Random(9)
+    rng = random.Random(9)  # noqa: S311 - demo data, not secrets
     now = timezone.now()
     for name, count in (("update-group-statuses", 30), ("archive-audit-logs", 12), ("test-noop", 8)):
         for i in range(count):
@@ -115,7 +115,8 @@ def test_run_now_in_a_real_browser(browser, live_server, worker, job_redis, tmp_
     assert browser.execute_script("return document.documentElement.scrollWidth") <= 1400
     box = browser.execute_script("return document.querySelector('#changelist .results').getBoundingClientRect().right")
     for column in ("job", "status_badge", "started", "duration", "items", "attempts"):
-        right = browser.execute_script(f"return document.querySelector('th.column-{column}').getBoundingClientRect().right")
+        right = browser.execute_script(
+            f"return document.querySelector('th.column-{column}').getBoundingClientRect().right")
         assert right <= min(box, 1400), f"{column} is cut off at 1400 px"
     if target:
         browser.save_screenshot(os.path.join(os.path.dirname(target), "job-runs.png"))

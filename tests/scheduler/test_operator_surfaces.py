@@ -43,7 +43,8 @@ def test_metrics_needs_the_token_or_a_staff_session(client, job_redis):
     samples = {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
                for family in text_string_to_metric_families(text) for sample in family.samples}
     job = (("job", "test-noop"),)
-    assert samples[("scheduler_job_runs_total", (("job", "test-noop"), ("status", "SUCCEEDED"), ("trigger", "manual")))] == 1
+    by_outcome = (("job", "test-noop"), ("status", "SUCCEEDED"), ("trigger", "manual"))
+    assert samples[("scheduler_job_runs_total", by_outcome)] == 1
     assert samples[("scheduler_job_last_success_timestamp_seconds", job)] == 1796000402.0  # 2026-11-30T01:00:02Z
     assert samples[("scheduler_job_last_duration_seconds", job)] == 2.0
     assert samples[("scheduler_job_last_items", job)] == 7
