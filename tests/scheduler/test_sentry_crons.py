@@ -87,3 +87,34 @@ def test_check_ins_for_success_retry_and_failure(crons_worker, job_redis):
     time.sleep(1.0)
     assert check_ins(crons_worker, manual.id) == []
     assert iso(JobRun.objects.get(task_id=ok.id).scheduled_for) == "2026-11-23T08:00:00Z"
+
+
+def test_a_trigger_skipped_because_the_lock_is_held_checks_in_ok(crons_worker, job_redis):
+    import subprocess
+    import sys
+
+    from scheduler_app.locks import default_backend
+    from tests.processes import ROOT
+
+    cron = CrontabSchedule.objects.create(minute="0", hour="9", day_of_month="*", month_of_year="*",
+                                          day_of_week="1", timezone="Europe/Berlin")
+    PeriodicTask.objects.create(name="test-flaky", task=get_spec("test-flaky").task_name, crontab=cron)
+    # given an earlier scheduled time's run holding the lock
+    spec = get_spec("test-flaky")
+    default_backend().raise_or_lock(spec.lock_key, 30, token="test-flaky:20261026T080000Z:" + "c" * 32)
+    # when a sender with Sentry (as beat would be) triggers the next scheduled time
+    code = ("from celery import current_app\n"
+            "from scheduler_app.registry import get_spec\n"
+            "import sentry_sdk\n"
+            "task = current_app.tasks[get_spec('test-flaky').task_name]\n"
+            "r = task.apply_async(kwargs={'trigger': 'beat', 'scheduled_for': '2026-11-02T08:00:00Z'}, queue='crons')\n"
+            "print(r.state, r.id)\n"
+            "sentry_sdk.flush(5)\n")
+    proc = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env=process_env(SENTRY_DSN=crons_worker.dsn, SENTRY_ENVIRONMENT="test"), timeout=60)
+    state, task_id = proc.stdout.split()[-2:]
+    assert state == "REJECTED", proc.stdout + proc.stderr
+    # then the skip is recorded, and its time checks in ok: not missed, not failed
+    assert JobRun.objects.get(task_id=task_id).skip_reason == "lock_held"
+    wait_for(lambda: check_ins(crons_worker, task_id), 10, message="the skip's check-in")
+    assert [c["status"] for c in check_ins(crons_worker, task_id)] == ["ok"]
