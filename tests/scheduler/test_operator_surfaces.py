@@ -156,3 +156,35 @@ def test_a_killed_local_runs_lock_is_stale_at_once(job_redis):
     # when an operator clears it without --force, then it is cleared: its holder's process is gone
     holder = clear_job_lock(spec, actor="test")
     assert holder is not None and holder.token == token
+
+
+def test_missed_times_reach_sentry_once_across_check_runs(job_redis):
+    from tests.sentry_recorder import SentryRecorder
+
+    # given a job every 2 s and no beat, so its times go missed
+    every = IntervalSchedule.objects.create(every=2, period="seconds")
+    PeriodicTask.objects.create(name="test-noop", task=get_spec("test-noop").task_name, interval=every)
+    time.sleep(5)
+    recorder = SentryRecorder()
+    try:
+        def check() -> subprocess.CompletedProcess:
+            return subprocess.run([sys.executable, "manage.py", "check_schedules"], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=60, env=process_env(SCHEDULE_GRACE_SECONDS="1",
+                                                                         SENTRY_DSN=recorder.dsn))
+
+        # when check_schedules runs (with alerts), then each missed time is one Sentry error event
+        first = check()
+        assert first.returncode == 1
+        missed = [line for line in first.stdout.splitlines() if " missed " in line]
+        wait_for(lambda: len(recorder.events()) >= len(missed), 10, message="Sentry events")
+        assert sorted(e["logentry"]["formatted"] if "logentry" in e else e["message"] for e in recorder.events()) \
+            == sorted(missed)
+        assert all(e["level"] == "error" for e in recorder.events())
+        # and a second check (another cron run) reports none of them again
+        second = check()
+        assert second.returncode == 1
+        time.sleep(1.0)
+        new = [line for line in second.stdout.splitlines() if " missed " in line and line not in missed]
+        assert len(recorder.events()) == len(missed) + len(new)
+    finally:
+        recorder.close()
