@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
+from typing import Any
 
 from celery.signals import task_postrun
 from django.conf import settings
@@ -51,7 +52,7 @@ def check_in_id(task_id: str) -> str:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"scheduler-run:{task_id}").hex
 
 
-def monitor_config(job: str) -> dict | None:
+def monitor_config(job: str) -> Any:
     """The Sentry monitor configuration of ``job``'s schedule; None when it has none Sentry can express."""
     from django_celery_beat.models import PeriodicTask
 
@@ -64,7 +65,7 @@ def monitor_config(job: str) -> dict | None:
             .filter(task=spec.task_name, enabled=True).order_by("name").first())
     if task is None:
         return None
-    config = {"checkin_margin": max(math.ceil(settings.SCHEDULE_GRACE_SECONDS / 60), 1),
+    config: dict[str, Any] = {"checkin_margin": max(math.ceil(settings.SCHEDULE_GRACE_SECONDS / 60), 1),
               "max_runtime": max(math.ceil(spec.soft_time_limit / 60), 1)}
     if task.crontab is not None:
         c = task.crontab

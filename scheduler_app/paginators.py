@@ -17,6 +17,8 @@ unfiltered count) and an ordering that an index serves.
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.paginator import Paginator
 from django.db import connections
 from django.db.models import Max
@@ -33,7 +35,7 @@ class EstimatedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        queryset = self.object_list
+        queryset: Any = self.object_list  # a QuerySet in the admin
         exact = queryset.order_by()[:COUNT_CAP + 1].count()
         if exact <= COUNT_CAP:
             return exact

@@ -38,6 +38,7 @@ import dataclasses
 import datetime as dt
 import logging
 import math
+from collections.abc import Sequence
 
 from django.conf import settings
 from django.db.models.signals import post_save, pre_save
@@ -87,7 +88,7 @@ class Problem:
         return f"{self.job} broken: {self.why}"
 
 
-def percentile(values: list[float], share: float) -> float | None:
+def percentile(values: Sequence[float], share: float) -> float | None:
     """Nearest-rank percentile (``share`` 0-1) of ``values``; None when empty."""
     if not values:
         return None
@@ -109,8 +110,8 @@ def expected_duration_s(spec: JobSpec, recent_ms: list[int]) -> float:
 
 def recent_durations_ms(job: str, limit: int = RECENT_RUNS) -> list[int]:
     """Durations (ms) of ``job``'s last ``limit`` successful runs, newest first."""
-    return list(JobRun.objects.filter(job=job, status=JobRun.Status.SUCCEEDED, duration_ms__isnull=False)
-                .order_by("-started_at").values_list("duration_ms", flat=True)[:limit])
+    return [ms for ms in JobRun.objects.filter(job=job, status=JobRun.Status.SUCCEEDED, duration_ms__isnull=False)
+            .order_by("-started_at").values_list("duration_ms", flat=True)[:limit] if ms is not None]
 
 
 def window_start(task: PeriodicTask, now: dt.datetime, baseline: dt.datetime | None = None) -> dt.datetime:
@@ -150,7 +151,7 @@ def schedule_problems(task: PeriodicTask, spec: JobSpec, now: dt.datetime,
         return []
     if not times:
         return []
-    runs: dict[dt.datetime, list[tuple[str, dt.datetime]]] = {}
+    runs: dict[dt.datetime | None, list[tuple[str, dt.datetime]]] = {}
     for scheduled_for, status, started_at in JobRun.objects.filter(
             job=spec.name, scheduled_for__gte=times[0], scheduled_for__lte=times[-1]).values_list(
             "scheduled_for", "status", "started_at"):
@@ -223,7 +224,7 @@ def mark_baseline(names, moment: dt.datetime | None = None) -> None:
 @receiver(pre_save, sender=PeriodicTask, dispatch_uid="scheduler_app.problems.task_pre_save")
 def _remember_schedule(sender, instance: PeriodicTask, raw: bool = False, **kwargs) -> None:
     old = PeriodicTask.objects.filter(pk=instance.pk).values(*_SCHEDULE_FIELDS).first() if instance.pk else None
-    instance._baseline_before = old  # type: ignore[attr-defined]
+    instance._baseline_before = old
 
 
 @receiver(post_save, sender=PeriodicTask, dispatch_uid="scheduler_app.problems.task_post_save")
