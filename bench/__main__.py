@@ -60,7 +60,7 @@ from pathlib import Path
 
 from bench.environment import ROOT, BenchSetupError, bench_environment
 
-SECTIONS = ("archive", "statuses", "summaries", "lock", "dispatch")
+SECTIONS = ("archive", "statuses", "summaries", "lock", "dispatch", "admin")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,12 +74,13 @@ class Sizes:
     lock_rounds: int
     dispatch_samples: int
     dispatch_runs: int
+    admin_rows: int
 
 
 FULL = Sizes(archive_rows=1_000_000, naive_rows=5_000, status_groups=100_000, status_rounds=3, summary_groups=500,
-             lock_ops=3_000, lock_rounds=11, dispatch_samples=50, dispatch_runs=100)
+             lock_ops=3_000, lock_rounds=11, dispatch_samples=50, dispatch_runs=100, admin_rows=1_000_000)
 QUICK = Sizes(archive_rows=100_000, naive_rows=2_000, status_groups=10_000, status_rounds=3, summary_groups=50,
-              lock_ops=2_000, lock_rounds=5, dispatch_samples=20, dispatch_runs=40)
+              lock_ops=2_000, lock_rounds=5, dispatch_samples=20, dispatch_runs=40, admin_rows=100_000)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -112,7 +113,7 @@ def _git_commit() -> str:
 
 
 def _run_sections(sections: list[str], sizes: Sizes, workdir: str) -> dict:
-    from bench import archive, dispatch, locks, statuses, summaries
+    from bench import admin, archive, dispatch, locks, statuses, summaries
 
     results: dict = {}
     for name in sections:
@@ -128,6 +129,8 @@ def _run_sections(sections: list[str], sizes: Sizes, workdir: str) -> dict:
         elif name == "dispatch":
             results.update(dispatch.run(samples=sizes.dispatch_samples, throughput_runs=sizes.dispatch_runs,
                                         workdir=workdir, log=_progress))
+        elif name == "admin":
+            results.update(admin.run(rows=sizes.admin_rows, log=_progress))
         _progress(f"{name}: done in {time.perf_counter() - started:.1f}s")
     return results
 

@@ -108,6 +108,11 @@ def _rows(r: Results) -> list[tuple[str, str, str, str, str]]:
              f"`manage.py check` {r['dispatch.manage_py_start_ms']:.0f} ms",
              f"+{r['dispatch.run_job_wall_ms'] - r['dispatch.manage_py_start_ms']:.0f} ms", ""),
         ]
+    if "admin.auditlog_rows" in r:
+        rows.append((f"audit log admin list, {_n(r['admin.auditlog_rows'])} rows",
+                     f"{r['admin.auditlog_changelist_ms']:.1f} ms",
+                     f"counting paginator {r['admin.auditlog_changelist_ms_counting']:.1f} ms",
+                     f"{r['admin.auditlog_changelist_ms_counting'] / r['admin.auditlog_changelist_ms']:.1f}x", ""))
     return rows
 
 

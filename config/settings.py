@@ -363,19 +363,33 @@ SUMMARY_EMAIL_BATCH_SIZE = env_int("SUMMARY_EMAIL_BATCH_SIZE", 100, minimum=1, m
 # starting later is late); beat applies a job's catch-up policy to due times
 # older than this (SPEC §9, §10).
 SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 300, minimum=1, maximum=7 * 24 * 3600)
+# JobRun rows older than this many days are pruned by the prune-job-runs job.
+RUN_HISTORY_DAYS = env_int("RUN_HISTORY_DAYS", 90, minimum=1, maximum=36500)
+# Bearer token for /metrics (compared in constant time); unset: a staff session only.
+METRICS_TOKEN = (env_str("METRICS_TOKEN") or "").strip() or None
+# Apprise URLs (comma-separated) that missed, broken and failed jobs are alerted to, once, with a recovery message.
+ALERT_URLS = [u.strip() for u in (env_str("ALERT_URLS", "") or "").split(",") if u.strip()]
+for _url in ALERT_URLS:
+    if "://" not in _url:
+        raise _bad("ALERT_URLS", _url, "comma-separated Apprise URLs such as mailto://user:pw@example.com or json://host/path")
+# A beat whose last heartbeat is older than this many seconds fails /healthz's beat check.
+BEAT_HEARTBEAT_MAX_AGE_SECONDS = env_int("BEAT_HEARTBEAT_MAX_AGE_SECONDS", 60, minimum=5, maximum=3600)
 
 # SCHEDULE_<JOB> crontab overrides, read here and applied by `sync_schedules`.
 JOB_SCHEDULE_OVERRIDES: dict[str, str] = {}
-for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses"):
+for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group-statuses", "check-schedules",
+              "prune-job-runs"):
     _var = "SCHEDULE_" + _name.upper().replace("-", "_")
     _value = env_crontab(_var)
     if _value:
         JOB_SCHEDULE_OVERRIDES[_name] = _value
-_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES", "SCHEDULE_UPDATE_GROUP_STATUSES"}
+_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES", "SCHEDULE_UPDATE_GROUP_STATUSES",
+                  "SCHEDULE_CHECK_SCHEDULES", "SCHEDULE_PRUNE_JOB_RUNS",
+                  "SCHEDULE_GRACE_SECONDS"}  # a setting, not a job's crontab
 for _var in os.environ:
     # Any other SCHEDULE_* (a typo, or the wrong case) would be silently ignored: refuse it.
     if _var.upper().startswith("SCHEDULE_") and _var not in _SCHEDULE_VARS:
-        raise _bad(_var, os.environ[_var], "SCHEDULE_ARCHIVE_AUDIT_LOGS, SCHEDULE_SEND_CONTRIBUTION_SUMMARIES or SCHEDULE_UPDATE_GROUP_STATUSES")
+        raise _bad(_var, os.environ[_var], ", ".join(sorted(_SCHEDULE_VARS)))
 
 # --- Email -----------------------------------------------------------------
 

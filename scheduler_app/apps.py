@@ -11,4 +11,4 @@ class SchedulerAppConfig(AppConfig):
     def ready(self) -> None:
         # Connect the Celery signal handlers in every process that loads Django (worker, beat, manage.py).
         # and the schedule audit's model signals.
-        from scheduler_app import schedule_services, signals  # noqa: F401
+        from scheduler_app import crons, problems, schedule_services, signals  # noqa: F401

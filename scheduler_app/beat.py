@@ -165,6 +165,9 @@ class JobScheduler(DatabaseScheduler):
     def __init__(self, *args, **kwargs):
         self._broken_reported: dict[int, object] = {}
         self._pauses_checked_at = 0.0
+        from scheduler_app.health import Heartbeat
+
+        self._heartbeat = Heartbeat()  # /healthz's beat check (issue 9)
         super().__init__(*args, **kwargs)
 
     def setup_schedule(self):
@@ -201,6 +204,7 @@ class JobScheduler(DatabaseScheduler):
         return entries
 
     def tick(self, *args, **kwargs):
+        self._heartbeat()
         if time.monotonic() - self._pauses_checked_at >= PAUSE_CHECK_INTERVAL_S:
             self._pauses_checked_at = time.monotonic()
             self._resume_expired_pauses()

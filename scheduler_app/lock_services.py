@@ -77,8 +77,27 @@ def _renewing_run(spec: JobSpec, holder: LockHolder) -> str | None:
     run = JobRun.objects.filter(task_id=holder.token, status=JobRun.Status.RUNNING).only("worker").first()
     if run is None:
         return None
+    if _dead_local_process(run.worker):
+        return None  # a `run_job --local` on this host that was killed: its lock is stale at once
     renewed_lately = holder.ttl_ms >= spec.lock_ttl * 1000 * 2 / 3 - 1000
     return f"{run.worker} (run {run.pk}, lock renewed within the last {spec.lock_ttl // 3}s)" if renewed_lately else None
+
+
+def _dead_local_process(worker: str) -> bool:
+    """True when ``worker`` (``hostname:pid``, as a local run records it) is a process of this host that is gone."""
+    import os
+    import socket
+
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False) -> LockHolder | None:

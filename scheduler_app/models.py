@@ -42,15 +42,18 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         return self.filter(task_id=task_id, status=JobRun.Status.RUNNING).exists()
 
     def record_skip(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
-                    reason: str, dry_run: bool) -> JobRun | None:
-        """Insert a SKIPPED run (``reason``: a :class:`JobRun.SkipReason`); return it, or the row already under ``task_id``."""
+                    reason: str, dry_run: bool, worker: str | None = None) -> JobRun | None:
+        """Insert a SKIPPED run (``reason``: a :class:`JobRun.SkipReason`); return it, or the row already under ``task_id``.
+
+        ``worker``: who recorded it (default this process's ``hostname:pid``); a sender names itself.
+        """
         now = timezone.now()
         try:
             with transaction.atomic():
                 return self.create(
                     job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.SKIPPED,
                     skip_reason=reason, dry_run=dry_run, attempts=0, started_at=now, finished_at=now, duration_ms=0,
-                    worker=worker_name(), task_id=task_id,
+                    worker=worker or worker_name(), task_id=task_id,
                 )
         except IntegrityError:
             return self.filter(task_id=task_id).first()
@@ -253,3 +256,6 @@ class SchedulePause(models.Model):
 
     def __str__(self) -> str:
         return f"{self.periodic_task.name} paused: {self.reason}"
+
+
+from scheduler_app.ops_models import BeatHeartbeat, JobAlert, ScheduleBaseline  # noqa: E402,F401 - registered with the app

@@ -257,6 +257,32 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
                    "tasks": list(queryset), "opts": self.model._meta}
         return TemplateResponse(request, "admin/scheduler_app/pause_tasks.html", context)
 
+    @admin.action(description="Run selected tasks")
+    def run_tasks(self, request, queryset):
+        """Run each selected job now and report the real outcome (started, queued, skipped with the holder, not sent).
+
+        A disabled or paused task is run only after a confirmation page. Tasks
+        that are not jobs (e.g. ``celery.backend_cleanup``) are sent as django-celery-beat sends them.
+        """
+        from scheduler_app.dashboard import report_outcome
+        from scheduler_app.registry import load_registry
+        from scheduler_app.run_now import run_now
+
+        by_task = {spec.task_name: spec for spec in load_registry().values()}
+        tasks = list(queryset)
+        disabled = [t for t in tasks if not t.enabled]
+        if disabled and request.POST.get("confirm") != "yes":
+            context = {**self.admin_site.each_context(request), "title": "Run disabled tasks now?",
+                       "tasks": disabled, "selected": [t.pk for t in tasks], "action_url": "", "opts": self.model._meta}
+            return TemplateResponse(request, "admin/scheduler_app/confirm_run.html", context)
+        others = [t.pk for t in tasks if t.task not in by_task]
+        if others:
+            super().run_tasks(request, queryset.filter(pk__in=others))
+        for task in tasks:
+            if task.task in by_task:
+                report_outcome(request, run_now(by_task[task.task], sender=_actor(request)))
+        return None
+
     @admin.action(description="Resume selected tasks (from now on)")
     def resume_tasks(self, request, queryset):
         resumed = sum(schedule_services.resume(task, actor=_actor(request), user=request.user) for task in queryset)

@@ -374,6 +374,9 @@ class JobTask(QueueOnce):
             logger.info("Job %s skipped: scheduled time %s is already being run by task %s (duplicate trigger)",
                         self.spec.name, iso(scheduled_for), holder.token)
             return
+        from scheduler_app.senders import sender_description
+
         JobRun.objects.record_skip(job=self.spec.name, task_id=task_id, trigger=trigger, scheduled_for=scheduled_for,
-                                   reason=JobRun.SkipReason.LOCK_HELD, dry_run=dry_run)
+                                   reason=JobRun.SkipReason.LOCK_HELD, dry_run=dry_run,
+                                   worker=sender_description(trigger))
         logger.info("Job %s skipped: lock held by %s", self.spec.name, JobRun.objects.describe_holder(holder))

@@ -100,17 +100,22 @@ class Command(BaseCommand):
         kwargs = {"trigger": JobRun.Trigger.MANUAL, "dry_run": dry_run}
         if scheduled_for is not None:
             kwargs["scheduled_for"] = iso(scheduled_for)
+        from scheduler_app.senders import sending_as
+
         if local:
-            result = task.run_locally(kwargs)
+            with sending_as("run_job --local"):
+                result = task.run_locally(kwargs)
         else:
-            workers = current_app.control.ping(timeout=2.0)
+            # limit=1: returns on the first reply instead of waiting out the whole timeout.
+            workers = current_app.control.ping(timeout=1.0, limit=1)
             if not workers:
                 self.stderr.write(
                     "No Celery worker answered; start one with `celery -A config worker` "
                     f"or run in this process with `manage.py run_job {name} --local`."
                 )
                 return EXIT_FAILED
-            result = task.apply_async(kwargs=kwargs)
+            with sending_as("run_job"):
+                result = task.apply_async(kwargs=kwargs)
         if result.state == states.REJECTED:
             held = result.info
             if isinstance(held, LockHeld):
