@@ -158,18 +158,25 @@ def test_running_or_changing_schedules_from_the_list_needs_the_permission(client
 def test_the_run_action_runs_only_with_run_job(client, monkeypatch, perms, sent):
     from celery import current_app
 
+    from scheduler_app.registry import load_registry
+
+    load_registry()
+
     task = PeriodicTask.objects.create(name=SPEC_NAME, task="audit.tasks.archive_audit_logs_task",
                                        crontab=CrontabSchedule.objects.create(minute="0", hour="2", timezone="UTC"))
     calls = []
     celery_task = current_app.tasks["audit.tasks.archive_audit_logs_task"]
     monkeypatch.setattr(celery_task, "apply_async", lambda *args, **kwargs: calls.append(kwargs) or _Sent())
+    # The action first asks whether a worker is up (scheduler_app.run_now); this test is about the permission.
+    monkeypatch.setattr(current_app.control, "ping", lambda *args, **kwargs: [{"w1@test": {"ok": "pong"}}])
     login(client, *perms)
 
-    client.post(reverse("admin:django_celery_beat_periodictask_changelist"),
-                {"action": "run_tasks", "_selected_action": [task.pk]})
+    response = client.post(reverse("admin:django_celery_beat_periodictask_changelist"),
+                           {"action": "run_tasks", "_selected_action": [task.pk]}, follow=True)
 
-    assert bool(calls) is sent
+    assert bool(calls) is sent, [str(m) for m in response.context["messages"]]
 
 
 class _Sent:
     id = "sent-id"
+    state = "PENDING"
