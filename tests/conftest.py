@@ -6,7 +6,9 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
-from tests.processes import start_worker, wait_for_worker
+from tests.processes import drain_worker, node_name, start_worker, wait_for_worker
+
+SHARED_WORKER = "shared"
 
 
 @pytest.fixture
@@ -22,12 +24,27 @@ def job_redis():
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker):
+def shared_worker(django_db_setup, django_db_blocker):
     """One real ``celery worker`` (prefork, 2 processes) for the session, on the test database."""
-    proc = start_worker("shared", concurrency=2)
+    proc = start_worker(SHARED_WORKER, concurrency=2)
     try:
         wait_for_worker(proc)
         yield proc
     finally:
         proc.stop()
         proc.cleanup()
+
+
+@pytest.fixture
+def worker(shared_worker):
+    """The session's worker, idle and with an empty default queue when the test starts and ends.
+
+    Drained before the test (whatever an earlier test left) and after it,
+    before pytest-django empties the database (this fixture is set up after
+    the database fixture, so it is torn down before it): a message a test
+    left behind can neither run inside the next test nor write rows after
+    the clean-up.
+    """
+    drain_worker(node_name(SHARED_WORKER))
+    yield shared_worker
+    drain_worker(node_name(SHARED_WORKER))

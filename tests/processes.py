@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,14 @@ class CeleryProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_for_log(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
+        """Wait until ``text`` appears ``count`` times in the log; return the log."""
+        def seen():
+            log = self.log()
+            return log if log.count(text) >= count else None
+
+        return wait_for(seen, timeout, message=f"{count}x {text!r} in the {self.kind} log")
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -99,12 +108,27 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(name: str = "w1", concurrency: int = 2, **extra_env: str) -> CeleryProcess:
-    return CeleryProcess(
-        f"worker-{name}",
-        ["worker", "-l", "INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-P", "prefork"],
-        process_env(**extra_env),
-    )
+def node_name(name: str) -> str:
+    """The node name of a worker started with ``-n NAME@%h`` (what ``request.hostname`` holds)."""
+    return f"{name}@{socket.gethostname()}"
+
+
+def start_worker(name: str = "w1", concurrency: int = 2, queues: str | None = None, prefetch: bool = True,
+                 **extra_env: str) -> CeleryProcess:
+    """Start a prefork ``celery worker`` named ``NAME@%h``.
+
+    ``queues``: comma-separated queues to consume (default: Celery's default
+    queue). ``prefetch=False`` (``--disable-prefetch``): take a message only
+    when a pool process is free, so a busy worker leaves the next message to
+    an idle one.
+    """
+    args = ["worker", "-l", "INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip",
+            "--without-mingle", "-P", "prefork"]
+    if queues:
+        args += ["-Q", queues]
+    if not prefetch:
+        args.append("--disable-prefetch")
+    return CeleryProcess(f"worker-{name}", args, process_env(**extra_env))
 
 
 def start_beat(name: str = "b1", faketime: str | None = None, **extra_env: str) -> CeleryProcess:
@@ -129,3 +153,36 @@ def wait_for_worker(proc: CeleryProcess, timeout: float = 60.0) -> None:
         return "ready." in proc.log()
 
     wait_for(ready, timeout, message=f"{proc.kind} to be ready")
+
+
+def drain_worker(node: str, timeout: float = 30.0) -> list[str]:
+    """Leave the worker ``node`` idle and Celery's default queue empty; return the leftovers' ids.
+
+    Purges the messages no worker has taken, revokes those the worker holds
+    without running them (prefetched, or waiting for a retry's countdown),
+    then waits until it runs and holds nothing, so a revoked message's own
+    bookkeeping (``task_revoked``: lock released, run marked) is done too.
+    """
+    from celery import current_app
+
+    control = current_app.control
+    leftovers = [f"{control.purge()} purged"]
+    inspect = control.inspect(destination=[node], timeout=2.0, limit=1)
+
+    def held() -> dict[str, list[str]]:
+        found = {}
+        for kind in ("active", "reserved", "scheduled"):
+            reply = getattr(inspect, kind)()
+            if reply is None:
+                raise AssertionError(f"worker {node} did not answer `inspect {kind}`")
+            tasks = reply.get(node) or []
+            found[kind] = [(t.get("request") or t)["id"] for t in tasks]
+        return found
+
+    now = held()
+    waiting = now["reserved"] + now["scheduled"]
+    if waiting:
+        control.revoke(waiting)
+    leftovers += now["active"] + waiting
+    wait_for(lambda: not any(held().values()), timeout, interval=0.2, message=f"worker {node} to be idle")
+    return leftovers
