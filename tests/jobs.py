@@ -3,8 +3,14 @@
 Their behaviour is steered through Redis, because they run inside real
 worker processes: the hash ``testjob:<name>`` holds ``fail_times`` (attempts
 that raise before one succeeds, counted across runs), ``sleep`` (seconds per
-attempt) and ``items``; every attempt appends ``<unix time> <attempt> <task id>``
-to the list ``testjob:<name>:attempts``.
+attempt) and ``items``; every attempt appends
+``<unix time> <attempt> <task id> <scheduled time or -> <worker node name or ->``
+to the list ``testjob:<name>:attempts`` (the node name is the worker's ``-n``,
+e.g. ``shared@host``: ``JobRun.worker`` holds only the pool process's
+``hostname:pid``). After a job's message has been handled to the end, Celery's
+``after_return`` (where the lock is released) included, ``<task id> <state>``
+is appended to ``testjob:<name>:finished``: a signal the tests wait for
+instead of sleeping.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import time
 
 import redis
+from celery import signals
 from django.conf import settings
 
 from scheduler_app.jobs import JobContext, job
@@ -30,7 +37,9 @@ def _behave(name: str, ctx: JobContext) -> int:
     from celery import current_task
 
     task_id = current_task.request.id if current_task else "-"
-    r.rpush(f"testjob:{name}:attempts", f"{time.time():.6f} {ctx.attempt} {task_id} {ctx.scheduled_for.isoformat() if ctx.scheduled_for else '-'}")
+    node = (current_task.request.hostname if current_task else None) or "-"
+    slot = ctx.scheduled_for.isoformat() if ctx.scheduled_for else "-"
+    r.rpush(f"testjob:{name}:attempts", f"{time.time():.6f} {ctx.attempt} {task_id} {slot} {node}")
     config = r.hgetall(f"testjob:{name}")
     sleep = float(config.get("sleep", 0))
     if sleep:
@@ -63,3 +72,11 @@ def slow_job(ctx: JobContext) -> int:
 def limited_job(ctx: JobContext) -> int:
     """Sleeps as long as told, with a 2 s soft and 3 s hard time limit."""
     return _behave("test-limited", ctx)
+
+
+@signals.task_postrun.connect
+def _record_finished(sender=None, task_id=None, state=None, **kwargs) -> None:
+    """Sent after ``after_return`` in the process that ran the message (worker child or ``--local``)."""
+    spec = getattr(sender, "spec", None)
+    if spec is not None:
+        _redis().rpush(f"testjob:{spec.name}:finished", f"{task_id} {state}")
