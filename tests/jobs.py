@@ -22,6 +22,7 @@ from celery import signals
 from django.conf import settings
 
 from scheduler_app.jobs import JobContext, job
+from tests.processes import wait_for
 
 
 class FlakyError(RuntimeError):
@@ -72,6 +73,20 @@ def slow_job(ctx: JobContext) -> int:
 def limited_job(ctx: JobContext) -> int:
     """Sleeps as long as told, with a 2 s soft and 3 s hard time limit."""
     return _behave("test-limited", ctx)
+
+
+def finished(client: redis.Redis, name: str) -> list[tuple[str, str]]:
+    """``(task id, state)`` of every message of job ``name`` handled to the end (RETRY: one attempt of it)."""
+    return [tuple(line.split(" ")) for line in client.lrange(f"testjob:{name}:finished", 0, -1)]
+
+
+def wait_until_finished(client: redis.Redis, name: str, task_id: str, timeout: float = 30, times: int = 1) -> str:
+    """Wait until message ``task_id`` was handled to the end ``times`` times (retries aside); return its last state."""
+    def state():
+        states = [s for t, s in finished(client, name) if t == task_id and s != "RETRY"]
+        return states[-1] if len(states) >= times else None
+
+    return wait_for(state, timeout, message=f"task {task_id} of {name} to finish {times}x")
 
 
 @signals.task_postrun.connect

@@ -95,6 +95,19 @@ class CeleryProcess:
                 self.proc.wait(5)
         self._log.close()
 
+    def shutdown(self, timeout: float = 20.0) -> None:
+        """Warm shutdown: SIGTERM to the main process only, which lets its pool processes end
+        their work loop normally (Sentry's Celery integration flushes there), then wait."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(5)
+                raise AssertionError(f"{self.kind} did not shut down within {timeout}s") from None
+        self._log.close()
+
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -129,6 +142,18 @@ def start_worker(name: str = "w1", concurrency: int = 2, queues: str | None = No
     if not prefetch:
         args.append("--disable-prefetch")
     return CeleryProcess(f"worker-{name}", args, process_env(**extra_env))
+
+
+def require_faketime() -> None:
+    """Skip the calling test without ``faketime``; fail it instead when ``CI=true`` (CI must run it)."""
+    if shutil.which("faketime"):
+        return
+    reason = "libfaketime's `faketime` (Debian package faketime) is not installed"
+    if os.environ.get("CI", "").lower() == "true":
+        raise AssertionError(f"{reason}; CI=true, so this test must run, not skip (.ci/run installs it)")
+    import pytest
+
+    pytest.skip(f"{reason}: the clock-skew test needs it (`apt-get install faketime`); CI=true fails instead")
 
 
 def start_beat(name: str = "b1", faketime: str | None = None, **extra_env: str) -> CeleryProcess:

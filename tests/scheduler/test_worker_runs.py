@@ -13,6 +13,7 @@ from celery import Task, current_app
 
 from scheduler_app.jobs import get_spec, make_task_id
 from scheduler_app.models import JobRun
+from tests.jobs import wait_until_finished
 from tests.processes import ROOT, process_env, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,18 +25,6 @@ def run_job(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         [sys.executable, "manage.py", "run_job", *args], cwd=ROOT, env=process_env(),
         capture_output=True, text=True, timeout=timeout,
     )
-
-
-def wait_until_finished(job_redis, name: str, task_id: str, timeout: float = 30) -> str:
-    """Wait until the message ``task_id`` was handled to the end (``after_return`` included); return its state."""
-    def state():
-        for line in job_redis.lrange(f"testjob:{name}:finished", 0, -1):
-            finished_id, finished_state = line.split(" ")
-            if finished_id == task_id and finished_state != "RETRY":
-                return finished_state
-        return None
-
-    return wait_for(state, timeout, message=f"task {task_id} to finish")
 
 
 def attempts_of(job_redis, name: str) -> list[tuple[float, int, str]]:
