@@ -6,9 +6,7 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
-from tests.processes import drain_worker, node_name, start_worker, wait_for_worker
-
-SHARED_WORKER = "shared"
+from tests.processes import drain_worker, start_worker, wait_for_worker
 
 
 @pytest.fixture
@@ -26,7 +24,7 @@ def job_redis():
 @pytest.fixture(scope="session")
 def shared_worker(django_db_setup, django_db_blocker):
     """One real ``celery worker`` (prefork, 2 processes) for the session, on the test database."""
-    proc = start_worker(SHARED_WORKER, concurrency=2)
+    proc = start_worker("shared", concurrency=2)
     try:
         wait_for_worker(proc)
         yield proc
@@ -45,6 +43,6 @@ def worker(shared_worker):
     left behind can neither run inside the next test nor write rows after
     the clean-up.
     """
-    drain_worker(node_name(SHARED_WORKER))
+    drain_worker(shared_worker.node)
     yield shared_worker
-    drain_worker(node_name(SHARED_WORKER))
+    drain_worker(shared_worker.node)

@@ -55,6 +55,7 @@ class CeleryProcess:
 
     def __init__(self, kind: str, args: list[str], env: dict[str, str], prefix: list[str] | None = None):
         self.kind = kind
+        self.node: str | None = None  # a worker's node name (``NAME@host``)
         self.dir = tempfile.mkdtemp(prefix=f"celery-{kind}-")
         self.log_path = Path(self.dir) / f"{kind}.log"
         self._log = open(self.log_path, "wb")
@@ -141,7 +142,9 @@ def start_worker(name: str = "w1", concurrency: int = 2, queues: str | None = No
         args += ["-Q", queues]
     if not prefetch:
         args.append("--disable-prefetch")
-    return CeleryProcess(f"worker-{name}", args, process_env(**extra_env))
+    proc = CeleryProcess(f"worker-{name}", args, process_env(**extra_env))
+    proc.node = node_name(name)
+    return proc
 
 
 def require_faketime() -> None:
