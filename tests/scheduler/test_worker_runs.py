@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -38,20 +40,22 @@ def attempts_of(job_redis, name: str) -> list[tuple[float, int, str]]:
 def test_run_job_through_the_worker_records_one_run_and_logs_it(worker, job_redis):
     # given a worker and a job that succeeds with 7 items
     job_redis.hset("testjob:test-noop", "items", 7)
+    log_start = len(worker.log())
     # when it is run by hand
     done = run_job("test-noop")
     # then the command exits 0 and one manual run succeeded with 7 items
-    assert done.returncode == 0, done.stderr
-    assert "Job test-noop succeeded" in done.stdout and "7 items" in done.stdout
     run = JobRun.objects.get(job="test-noop")
+    assert done.returncode == 0, done.stderr
+    assert f"Job test-noop succeeded in {run.duration_ms}ms: 7 items (run {run.pk}, attempt 1/3)" in done.stdout
     assert (run.trigger, run.status, run.attempts, run.items_processed) == ("manual", "SUCCEEDED", 1, 7)
     assert run.scheduled_for is None and run.skip_reason == ""
     assert run.finished_at >= run.started_at and run.duration_ms is not None
-    assert run.worker.startswith("shared@") is False and ":" in run.worker  # hostname:pid of the pool process
+    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:\d+", run.worker), run.worker  # hostname:pid of the pool process
     # and the worker logged the start and success lines of SPEC §7
-    log = wait_for(lambda: (lambda text: text if "Job test-noop succeeded" in text else None)(worker.log()), 10)
-    assert "[scheduler] Starting job test-noop (trigger=manual, scheduled=-, lock=acquired, ttl=30s" in log
-    assert "[scheduler] Job test-noop succeeded in " in log and "ms: 7 items (attempt 1/3)" in log
+    wait_until_finished(job_redis, "test-noop", run.task_id)
+    log = worker.log()[log_start:]
+    assert "[scheduler] Starting job test-noop (trigger=manual, scheduled=-, lock=acquired, ttl=30s, attempt 1/3)" in log
+    assert f"[scheduler] Job test-noop succeeded in {run.duration_ms}ms: 7 items (attempt 1/3)" in log
     # and the lock is gone
     assert job_redis.get(get_spec("test-noop").lock_key) is None
 
@@ -126,6 +130,7 @@ def test_the_retry_countdowns_are_one_then_two_seconds_whatever_the_random_sourc
 def test_a_job_failing_three_times_is_failed_with_its_traceback(worker, job_redis):
     # given a job that always fails
     job_redis.hset("testjob:test-flaky", "fail_times", 10)
+    log_start = len(worker.log())
     # when it is run
     done = run_job("test-flaky")
     # then the command exits 1 and the run is FAILED after 3 attempts with the error kept
@@ -136,8 +141,13 @@ def test_a_job_failing_three_times_is_failed_with_its_traceback(worker, job_redi
     assert (run.status, run.attempts) == ("FAILED", 3)
     assert "Traceback" in run.error and "FlakyError: planned failure of test-flaky on attempt 3" in run.error
     assert len(attempts_of(job_redis, "test-flaky")) == 3
-    log = wait_for(lambda: (lambda t: t if "Job test-flaky failed after 3 attempts" in t else None)(worker.log()), 10)
-    assert "Traceback (most recent call last)" in log.split("Job test-flaky failed after 3 attempts")[1]
+    wait_until_finished(job_redis, "test-flaky", run.task_id)
+    failed_line_and_after = worker.log()[log_start:].split(f"Job test-flaky failed after 3 attempts in {run.duration_ms}ms: "
+                                                          "FlakyError: planned failure of test-flaky on attempt 3\n")
+    assert len(failed_line_and_after) == 2, worker.log()[log_start:]
+    traceback_lines = re.split(r"\n(?=\d{4}-\d\d-\d\d )", failed_line_and_after[1], maxsplit=1)[0]  # to the next record
+    assert traceback_lines.startswith("Traceback (most recent call last)")
+    assert traceback_lines.rstrip().endswith("tests.jobs.FlakyError: planned failure of test-flaky on attempt 3")
     assert job_redis.get(get_spec("test-flaky").lock_key) is None
 
 
@@ -229,12 +239,14 @@ def test_clear_lock_leaves_a_running_jobs_lock_unless_forced(worker, job_redis):
                           capture_output=True, text=True, timeout=60)
     # then it is refused, naming the worker, and the lock stays
     assert done.returncode == 1, done.stdout + done.stderr
-    assert f"not cleared: the holder {run.task_id} is still active on worker shared@" in done.stderr
+    assert f"not cleared: the holder {run.task_id} is still active on worker {worker.node}" in done.stderr
     assert job_redis.get(key) == run.task_id
     # and --force clears it
     forced = subprocess.run([sys.executable, "manage.py", "clear_lock", "test-slow", "--force"], cwd=ROOT,
                             env=process_env(), capture_output=True, text=True, timeout=60)
-    assert forced.returncode == 0 and "lock cleared" in forced.stdout
+    assert forced.returncode == 0, forced.stderr
+    assert f"test-slow: lock cleared (was held by {run.task_id})" in forced.stdout
+    assert job_redis.get(key) is None
     first.communicate(timeout=30)
 
 
@@ -260,11 +272,13 @@ def test_a_local_run_respects_the_soft_time_limit(job_redis):
     started = time.monotonic()
     done = run_job("test-limited", "--local")
     # then it is stopped at the soft limit, fails without retrying, and frees its lock
-    assert done.returncode == 1
     assert time.monotonic() - started < 8
     run = JobRun.objects.get(job="test-limited")
+    assert done.returncode == 1
+    assert re.search(rf"Job test-limited failed after 1 attempts \(run {run.pk}\): "
+                     r"\S*SoftTimeLimitExceeded: .*soft time limit \(2s\) exceeded", done.stderr), done.stderr
     assert (run.status, run.attempts) == ("FAILED", 1)
-    assert "SoftTimeLimitExceeded" in run.error
+    assert "SoftTimeLimitExceeded" in run.error and "soft time limit (2s) exceeded" in run.error.splitlines()[-1]
     assert job_redis.get(get_spec("test-limited").lock_key) is None
 
 
@@ -278,7 +292,9 @@ def test_sigterm_ends_a_local_run_as_failed_and_frees_the_lock(job_redis):
     local.send_signal(signal.SIGTERM)
     out, err = local.communicate(timeout=30)
     assert local.returncode == 1
-    assert "Traceback" not in err and "Interrupted" in err
+    assert "Traceback" not in err
+    assert "[scheduler] Job test-slow interrupted during attempt 1/3 after " in err
     run.refresh_from_db()
     assert run.status == "FAILED" and run.finished_at is not None
+    assert run.error.startswith("Interrupted during attempt 1: "), run.error
     assert job_redis.get(get_spec("test-slow").lock_key) is None
