@@ -183,8 +183,8 @@ def wait_for_worker(proc: CeleryProcess, timeout: float = 60.0) -> None:
     wait_for(ready, timeout, message=f"{proc.kind} to be ready")
 
 
-def drain_worker(node: str, timeout: float = 30.0) -> list[str]:
-    """Leave the worker ``node`` idle and Celery's default queue empty; return the leftovers' ids.
+def drain_worker(node: str, timeout: float = 30.0) -> None:
+    """Leave the worker ``node`` idle and Celery's default queue empty.
 
     Purges the messages no worker has taken, revokes those the worker holds
     without running them (prefetched, or waiting for a retry's countdown),
@@ -194,7 +194,7 @@ def drain_worker(node: str, timeout: float = 30.0) -> list[str]:
     from celery import current_app
 
     control = current_app.control
-    leftovers = [f"{control.purge()} purged"]
+    control.purge()
     inspect = control.inspect(destination=[node], timeout=2.0, limit=1)
 
     def held() -> dict[str, list[str]]:
@@ -203,14 +203,10 @@ def drain_worker(node: str, timeout: float = 30.0) -> list[str]:
             reply = getattr(inspect, kind)()
             if reply is None:
                 raise AssertionError(f"worker {node} did not answer `inspect {kind}`")
-            tasks = reply.get(node) or []
-            found[kind] = [(t.get("request") or t)["id"] for t in tasks]
+            found[kind] = [(t.get("request") or t)["id"] for t in reply.get(node) or []]
         return found
 
     now = held()
-    waiting = now["reserved"] + now["scheduled"]
-    if waiting:
-        control.revoke(waiting)
-    leftovers += now["active"] + waiting
+    if now["reserved"] or now["scheduled"]:
+        control.revoke(now["reserved"] + now["scheduled"])
     wait_for(lambda: not any(held().values()), timeout, interval=0.2, message=f"worker {node} to be idle")
-    return leftovers
