@@ -16,6 +16,7 @@ from collections import Counter
 
 import pytest
 from celery import Task, current_app
+from django.db import IntegrityError, transaction
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from scheduler_app.jobs import get_spec, iso, make_task_id
@@ -169,6 +170,27 @@ def _all_handled(job_redis, jobs, workers) -> bool:
         return False
     done = {task_id for name in jobs for task_id, state in finished(job_redis, name) if state != "RETRY"}
     return all(task_ids_received(proc) <= done for proc in workers)
+
+
+def test_the_database_holds_one_working_run_per_scheduled_time():
+    # given a scheduled time of test-noop that has its run
+    slot = dt.datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    def record(task_id: str, status: str, job: str = "test-noop", scheduled_for=slot) -> JobRun:
+        return JobRun.objects.create(job=job, trigger="beat", scheduled_for=scheduled_for, status=status,
+                                     started_at=slot, task_id=task_id)
+
+    record("first", "SUCCEEDED")
+    # then any number of SKIPPED duplicates, another job's run and another time's run can be recorded
+    record("dup-1", "SKIPPED")
+    record("dup-2", "SKIPPED")
+    record("other-job", "RUNNING", job="test-flaky")
+    record("next-time", "RUNNING", scheduled_for=slot + dt.timedelta(minutes=1))
+    # but no second run that works, whatever its state (the last guard when two deliveries race)
+    for status in ("RUNNING", "SUCCEEDED", "FAILED"):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            record(f"second-{status}", status)
+    assert JobRun.objects.filter(job="test-noop", scheduled_for=slot).exclude(status="SKIPPED").count() == 1
 
 
 def test_a_redelivered_message_for_a_finished_scheduled_time_does_no_work(worker, job_redis):
