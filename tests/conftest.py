@@ -6,7 +6,7 @@ import pytest
 import redis as redis_lib
 from django.conf import settings
 
-from tests.processes import start_worker, wait_for_worker
+from tests.processes import drain_worker, start_worker, wait_for_worker
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def job_redis():
 
 
 @pytest.fixture(scope="session")
-def worker(django_db_setup, django_db_blocker):
+def shared_worker(django_db_setup, django_db_blocker):
     """One real ``celery worker`` (prefork, 2 processes) for the session, on the test database."""
     proc = start_worker("shared", concurrency=2)
     try:
@@ -31,3 +31,18 @@ def worker(django_db_setup, django_db_blocker):
     finally:
         proc.stop()
         proc.cleanup()
+
+
+@pytest.fixture
+def worker(shared_worker):
+    """The session's worker, idle and with an empty default queue when the test starts and ends.
+
+    Drained before the test (whatever an earlier test left) and after it,
+    before pytest-django empties the database (this fixture is set up after
+    the database fixture, so it is torn down before it): a message a test
+    left behind can neither run inside the next test nor write rows after
+    the clean-up.
+    """
+    drain_worker(shared_worker.node)
+    yield shared_worker
+    drain_worker(shared_worker.node)

@@ -3,8 +3,14 @@
 Their behaviour is steered through Redis, because they run inside real
 worker processes: the hash ``testjob:<name>`` holds ``fail_times`` (attempts
 that raise before one succeeds, counted across runs), ``sleep`` (seconds per
-attempt) and ``items``; every attempt appends ``<unix time> <attempt> <task id>``
-to the list ``testjob:<name>:attempts``.
+attempt) and ``items``; every attempt appends
+``<unix time> <attempt> <task id> <scheduled time or -> <worker node name or ->``
+to the list ``testjob:<name>:attempts`` (the node name is the worker's ``-n``,
+e.g. ``shared@host``: ``JobRun.worker`` holds only the pool process's
+``hostname:pid``). After a job's message has been handled to the end, Celery's
+``after_return`` (where the lock is released) included, ``<task id> <state>``
+is appended to ``testjob:<name>:finished``: a signal the tests wait for
+instead of sleeping.
 """
 
 from __future__ import annotations
@@ -12,9 +18,11 @@ from __future__ import annotations
 import time
 
 import redis
+from celery import signals
 from django.conf import settings
 
 from scheduler_app.jobs import JobContext, job
+from tests.processes import wait_for
 
 
 class FlakyError(RuntimeError):
@@ -30,7 +38,9 @@ def _behave(name: str, ctx: JobContext) -> int:
     from celery import current_task
 
     task_id = current_task.request.id if current_task else "-"
-    r.rpush(f"testjob:{name}:attempts", f"{time.time():.6f} {ctx.attempt} {task_id} {ctx.scheduled_for.isoformat() if ctx.scheduled_for else '-'}")
+    node = (current_task.request.hostname if current_task else None) or "-"
+    slot = ctx.scheduled_for.isoformat() if ctx.scheduled_for else "-"
+    r.rpush(f"testjob:{name}:attempts", f"{time.time():.6f} {ctx.attempt} {task_id} {slot} {node}")
     config = r.hgetall(f"testjob:{name}")
     sleep = float(config.get("sleep", 0))
     if sleep:
@@ -84,3 +94,25 @@ def catchup_all_job(ctx: JobContext) -> int:
 def catchup_all_2_job(ctx: JobContext) -> int:
     """Catch-up policy all with a limit of 2: the 2 most recent missed times."""
     return _behave("test-catchup-all-2", ctx)
+
+
+def finished(client: redis.Redis, name: str) -> list[tuple[str, str]]:
+    """``(task id, state)`` of every message of job ``name`` handled to the end (RETRY: one attempt of it)."""
+    return [tuple(line.split(" ")) for line in client.lrange(f"testjob:{name}:finished", 0, -1)]
+
+
+def wait_until_finished(client: redis.Redis, name: str, task_id: str, timeout: float = 30, times: int = 1) -> str:
+    """Wait until message ``task_id`` was handled to the end ``times`` times (retries aside); return its last state."""
+    def state():
+        states = [s for t, s in finished(client, name) if t == task_id and s != "RETRY"]
+        return states[-1] if len(states) >= times else None
+
+    return wait_for(state, timeout, message=f"task {task_id} of {name} to finish {times}x")
+
+
+@signals.task_postrun.connect
+def _record_finished(sender=None, task_id=None, state=None, **kwargs) -> None:
+    """Sent after ``after_return`` in the process that ran the message (worker child or ``--local``)."""
+    spec = getattr(sender, "spec", None)
+    if spec is not None:
+        _redis().rpush(f"testjob:{spec.name}:finished", f"{task_id} {state}")

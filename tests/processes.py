@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ class CeleryProcess:
 
     def __init__(self, kind: str, args: list[str], env: dict[str, str], prefix: list[str] | None = None):
         self.kind = kind
+        self.node: str | None = None  # a worker's node name (``NAME@host``)
         self.dir = tempfile.mkdtemp(prefix=f"celery-{kind}-")
         self.log_path = Path(self.dir) / f"{kind}.log"
         self._log = open(self.log_path, "wb")
@@ -64,6 +66,14 @@ class CeleryProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0, count: int = 1) -> str:
+        """Wait until ``text`` appears ``count`` times in the log; return the log."""
+        def seen():
+            log = self.log()
+            return log if log.count(text) >= count else None
+
+        return wait_for(seen, timeout, message=f"{count}x {text!r} in the {self.kind} log")
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -86,6 +96,19 @@ class CeleryProcess:
                 self.proc.wait(5)
         self._log.close()
 
+    def shutdown(self, timeout: float = 20.0) -> None:
+        """Warm shutdown: SIGTERM to the main process only, which lets its pool processes end
+        their work loop normally (Sentry's Celery integration flushes there), then wait."""
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill(signal.SIGKILL)
+                self.proc.wait(5)
+                raise AssertionError(f"{self.kind} did not shut down within {timeout}s") from None
+        self._log.close()
+
     def cleanup(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -99,12 +122,41 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def start_worker(name: str = "w1", concurrency: int = 2, **extra_env: str) -> CeleryProcess:
-    return CeleryProcess(
-        f"worker-{name}",
-        ["worker", "-l", "INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip", "--without-mingle", "-P", "prefork"],
-        process_env(**extra_env),
-    )
+def node_name(name: str) -> str:
+    """The node name of a worker started with ``-n NAME@%h`` (what ``request.hostname`` holds)."""
+    return f"{name}@{socket.gethostname()}"
+
+
+def start_worker(name: str = "w1", concurrency: int = 2, queues: str | None = None, prefetch: bool = True,
+                 **extra_env: str) -> CeleryProcess:
+    """Start a prefork ``celery worker`` named ``NAME@%h``.
+
+    ``queues``: comma-separated queues to consume (default: Celery's default
+    queue). ``prefetch=False`` (``--disable-prefetch``): take a message only
+    when a pool process is free, so a busy worker leaves the next message to
+    an idle one.
+    """
+    args = ["worker", "-l", "INFO", "-c", str(concurrency), "-n", f"{name}@%h", "--without-gossip",
+            "--without-mingle", "-P", "prefork"]
+    if queues:
+        args += ["-Q", queues]
+    if not prefetch:
+        args.append("--disable-prefetch")
+    proc = CeleryProcess(f"worker-{name}", args, process_env(**extra_env))
+    proc.node = node_name(name)
+    return proc
+
+
+def require_faketime() -> None:
+    """Skip the calling test without ``faketime``; fail it instead when ``CI=true`` (CI must run it)."""
+    if shutil.which("faketime"):
+        return
+    reason = "libfaketime's `faketime` (Debian package faketime) is not installed"
+    if os.environ.get("CI", "").lower() == "true":
+        raise AssertionError(f"{reason}; CI=true, so this test must run, not skip (.ci/run installs it)")
+    import pytest
+
+    pytest.skip(f"{reason}: the clock-skew test needs it (`apt-get install faketime`); CI=true fails instead")
 
 
 def start_beat(name: str = "b1", faketime: str | None = None, **extra_env: str) -> CeleryProcess:
@@ -129,3 +181,32 @@ def wait_for_worker(proc: CeleryProcess, timeout: float = 60.0) -> None:
         return "ready." in proc.log()
 
     wait_for(ready, timeout, message=f"{proc.kind} to be ready")
+
+
+def drain_worker(node: str, timeout: float = 30.0) -> None:
+    """Leave the worker ``node`` idle and Celery's default queue empty.
+
+    Purges the messages no worker has taken, revokes those the worker holds
+    without running them (prefetched, or waiting for a retry's countdown),
+    then waits until it runs and holds nothing, so a revoked message's own
+    bookkeeping (``task_revoked``: lock released, run marked) is done too.
+    """
+    from celery import current_app
+
+    control = current_app.control
+    control.purge()
+    inspect = control.inspect(destination=[node], timeout=2.0, limit=1)
+
+    def held() -> dict[str, list[str]]:
+        found = {}
+        for kind in ("active", "reserved", "scheduled"):
+            reply = getattr(inspect, kind)()
+            if reply is None:
+                raise AssertionError(f"worker {node} did not answer `inspect {kind}`")
+            found[kind] = [(t.get("request") or t)["id"] for t in reply.get(node) or []]
+        return found
+
+    now = held()
+    if now["reserved"] or now["scheduled"]:
+        control.revoke(now["reserved"] + now["scheduled"])
+    wait_for(lambda: not any(held().values()), timeout, interval=0.2, message=f"worker {node} to be idle")

@@ -24,18 +24,21 @@ def operator(client):
 def test_admin_pages_render(operator, job_redis):
     JobRun.objects.create(job="archive-audit-logs", trigger="manual", status="SUCCEEDED", attempts=1,
                           started_at=timezone.now(), task_id="archive-audit-logs:manual:abc")
-    for url in (
-        reverse("admin:index"),
-        reverse("admin:scheduler_app_jobrun_changelist"),
-        reverse("admin:scheduler_app_jobrun_locks"),
-        reverse("admin:django_celery_beat_periodictask_changelist"),
-        reverse("admin:audit_auditlog_changelist"),
-        reverse("admin:audit_archivedauditlog_changelist"),
-        reverse("admin:groups_group_changelist"),
-        reverse("admin:contributions_contribution_changelist"),
+    for name, heading in (
+        ("admin:index", "Site administration"),
+        ("admin:scheduler_app_jobrun_changelist", "Select job run to view"),
+        ("admin:scheduler_app_jobrun_locks", "Job locks"),
+        ("admin:django_celery_beat_periodictask_changelist", "Select periodic task to change"),
+        ("admin:audit_auditlog_changelist", "Select audit log to view"),
+        ("admin:audit_archivedauditlog_changelist", "Select archived audit log to view"),
+        ("admin:groups_group_changelist", "Select group to change"),
+        ("admin:contributions_contribution_changelist", "Select contribution to change"),
     ):
-        response = operator.get(url)
-        assert response.status_code == 200, url
+        response = operator.get(reverse(name))
+        assert response.status_code == 200, name
+        assert f"<h1>{heading}</h1>" in response.content.decode(), name
+    # and the run history lists the run
+    assert "archive-audit-logs" in operator.get(reverse("admin:scheduler_app_jobrun_changelist")).content.decode()
 
 
 def test_job_runs_are_read_only(operator):
@@ -55,7 +58,7 @@ def test_locks_page_shows_the_holder_and_clears_it_into_the_audit_log(operator, 
     page = operator.get(reverse("admin:scheduler_app_jobrun_locks")).content.decode()
     assert f"run {run.pk} until " in page
     response = operator.post(reverse("admin:scheduler_app_jobrun_locks"), {"job": spec.name})
-    assert response.status_code == 302
+    assert (response.status_code, response["Location"]) == (302, reverse("admin:scheduler_app_jobrun_locks"))
     assert job_redis.get(spec.lock_key) is None
     entry = AuditLog.objects.get(action="JOB_LOCK_CLEARED")
     assert entry.user.username == "op" and entry.entity_id == spec.name

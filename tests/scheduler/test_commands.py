@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -93,6 +94,8 @@ def test_json_log_format_is_one_object_per_line(job_redis, tmp_path):
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     records = [json.loads(line) for line in done.stderr.strip().splitlines()]
-    starts = [r for r in records if r["message"].startswith("Starting job test-noop")]
-    assert starts and starts[0]["logger"] == "scheduler" and starts[0]["level"] == "INFO"
-    assert any(r["message"].startswith("Job test-noop succeeded in ") for r in records)
+    start = "Starting job test-noop (trigger=manual, scheduled=-, lock=acquired, ttl=30s, attempt 1/3)"
+    starts = [r for r in records if r["message"] == start]
+    assert len(starts) == 1 and starts[0]["logger"] == "scheduler" and starts[0]["level"] == "INFO", records
+    assert [r["message"] for r in records if re.fullmatch(r"Job test-noop succeeded in \d+ms: 1 items \(attempt 1/3\)",
+                                                          r["message"])], records

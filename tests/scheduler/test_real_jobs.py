@@ -8,6 +8,7 @@ log lines of SPEC §7.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import subprocess
 import sys
 from io import StringIO
@@ -19,8 +20,9 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from audit.models import ArchivedAuditLog, AuditLog
 from contributions.models import SummaryDelivery
+from scheduler_app.jobs import iso
 from scheduler_app.models import JobRun
-from tests.processes import ROOT, process_env, start_beat, wait_for
+from tests.processes import ROOT, drain_worker, process_env, start_beat, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,6 +44,7 @@ def test_run_job_runs_each_job_through_the_worker(worker, job_redis, demo_data):
     cutoff = timezone.now() - dt.timedelta(days=90)
     old_ids = set(AuditLog.objects.filter(created_at__lt=cutoff).values_list("id", flat=True))
     assert 500 < len(old_ids) < 2500
+    log_start = len(worker.log())
     # when each job is run by hand through the worker
     results = {name: run_job(name) for name in JOBS}
     # then each exits 0 with one manual SUCCEEDED run
@@ -56,12 +59,17 @@ def test_run_job_runs_each_job_through_the_worker(worker, job_redis, demo_data):
     # and the summaries went out once per delivery row
     sent = JobRun.objects.get(job="send-contribution-summaries").items_processed
     assert sent == SummaryDelivery.objects.exclude(sent_at=None).count() > 0
-    # and the worker logged each job's own line between the scheduler's lines
-    log = wait_for(lambda: (lambda t: t if t.count("[scheduler] Job ") >= 3 else None)(worker.log()), 10)
+    # and the status job changed as many groups as it wrote status-change audit logs
+    statuses = JobRun.objects.get(job="update-group-statuses")
+    changed = AuditLog.objects.filter(action="GROUP_STATUS_CHANGED", created_at__gte=statuses.started_at).count()
+    assert statuses.items_processed == changed
+    # and the worker logged each job's own line, with those numbers, between the scheduler's lines
+    log = worker.log()[log_start:]
     assert f"[audit] Archived {len(old_ids)} audit logs older than 90 days" in log
     assert "[scheduler] Job archive-audit-logs succeeded in " in log and f"ms: {len(old_ids)} items (attempt 1/3)" in log
-    assert "[contributions] Sent " in log
-    assert "[groups] " in log
+    assert f"[contributions] Sent {sent} contribution summaries for week " in log
+    assert f"[groups] Updated {changed} group statuses (" in log
+    assert "[scheduler] Job update-group-statuses succeeded in " in log and f"ms: {changed} items (attempt 1/3)" in log
     assert "@" not in "\n".join(l for l in log.splitlines() if "[contributions]" in l)  # no email addresses logged
 
 
@@ -71,17 +79,22 @@ def test_beat_runs_each_job_from_its_schedule(worker, job_redis, demo_data):
     every, _ = IntervalSchedule.objects.get_or_create(every=1, period=IntervalSchedule.SECONDS)
     for name in JOBS:
         PeriodicTask.objects.filter(name=name).update(crontab=None, interval=every)
+    log_start = len(worker.log())
     beat = start_beat("jobs")
     try:
         # when beat has been running until each job has a beat run that succeeded
         wait_for(lambda: all(JobRun.objects.filter(job=n, trigger="beat", status="SUCCEEDED").exists() for n in JOBS), 90)
     finally:
         beat.stop()
-    # then every beat run belongs to a whole-second scheduled time, and no time ran twice
+    drain_worker(worker.node)  # (the worker has handled every message it took, and takes no more)
+    log = worker.log()[log_start:]
     for name in JOBS:
+        # then beat sent the job, and every beat run belongs to a whole-second scheduled time
+        assert f"Scheduler: Sending due task {name} ({PeriodicTask.objects.get(name=name).task})" in beat.log()
         working = JobRun.objects.filter(job=name, trigger="beat").exclude(status="SKIPPED")
-        slots = [r.scheduled_for for r in working]
-        assert all(s is not None and s.microsecond == 0 for s in slots)
-        assert len(slots) == len(set(slots))
-    assert "Sending due task archive-audit-logs" in beat.log()
+        slots = sorted(iso(r.scheduled_for) for r in working)
+        assert slots and all(r.scheduled_for.microsecond == 0 for r in working)
+        # and the worker started the job's work once for each of them, never twice for a time
+        started = sorted(re.findall(rf"\[scheduler\] Starting job {name} \(trigger=beat, scheduled=(\S+), ", log))
+        assert len(set(started)) == len(started) and started == slots, (name, started, slots)
     beat.cleanup()
