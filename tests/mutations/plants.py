@@ -39,7 +39,8 @@ PLANTS: list[Plant] = [
             "            return\n        self.once_backend.clear_lock(self.spec.lock_key, token=task_id)",
             "            return\n        self.once_backend.clear_lock(self.spec.lock_key)",
         ),),
-        tests=("tests/scheduler/test_worker_runs.py",),
+        tests=("tests/scheduler/test_worker_runs.py::"
+               "test_an_attempt_refused_the_lock_leaves_the_holders_key_value_and_ttl",),
     ),
     Plant(
         name="delivered-ever",
@@ -91,6 +92,34 @@ PLANTS: list[Plant] = [
                  "'constraints': [models.UniqueConstraint(",
                  "'constraints': [] and [models.UniqueConstraint("),
         ),
+        # The senders refuse every duplicate before it is queued, so with only the worker's guards gone the
+        # three-beat test still sees each time run once; what reaches a worker anyway (a redelivery, a
+        # duplicate that took a free lock) is caught here, and the constraint by its own test.
+        tests=("tests/scheduler/test_exactly_once.py::test_the_database_holds_one_working_run_per_scheduled_time",
+               "tests/scheduler/test_exactly_once.py::"
+               "test_a_redelivered_message_for_a_finished_scheduled_time_does_no_work",
+               "tests/scheduler/test_exactly_once.py::test_a_duplicate_that_took_the_free_lock_releases_it"),
+    ),
+    Plant(
+        name="no-duplicate-guard-anywhere",
+        description="6b. the same, and the senders' checks too: duplicates race at the workers",
+        edits=(
+            Edit("scheduler_app/task.py",
+                 "        if JobRun.objects.is_known_duplicate(",
+                 "        if False and JobRun.objects.is_known_duplicate("),
+            Edit("scheduler_app/models.py",
+                 "        constraints = [\n            models.UniqueConstraint(",
+                 "        constraints = [] and [\n            models.UniqueConstraint("),
+            Edit("scheduler_app/migrations/0001_initial.py",
+                 "'constraints': [models.UniqueConstraint(",
+                 "'constraints': [] and [models.UniqueConstraint("),
+            Edit("scheduler_app/task.py",
+                 "        if scheduled_for is not None and JobRun.objects.working_run_exists(self.spec.name, scheduled_for):",
+                 "        if False:"),
+            Edit("scheduler_app/task.py",
+                 "            keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,",
+                 "            keep_waiting=lambda holder: True,"),
+        ),
         tests=("tests/scheduler/test_exactly_once.py::"
                "test_three_beats_one_second_apart_two_workers_each_scheduled_time_runs_once",),
     ),
@@ -99,7 +128,9 @@ PLANTS: list[Plant] = [
         description="7. retries with jitter: JobTask.retry_jitter = True",
         edits=(Edit("scheduler_app/task.py", "    retry_jitter = False\n", "    retry_jitter = True\n"),),
         tests=("tests/scheduler/test_worker_runs.py::"
-               "test_three_attempts_with_one_and_two_second_backoff_and_the_lock_held_between",),
+               "test_the_retry_countdowns_are_one_then_two_seconds_whatever_the_random_source",
+               "tests/scheduler/test_worker_runs.py::"
+               "test_three_attempts_with_one_and_two_second_backoff_and_the_lock_held_between"),
     ),
     # -- the right values of SPEC §5 that issue 12 asked for ---------------------------------
     Plant(
