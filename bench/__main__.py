@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sizes = QUICK if args.quick else FULL
     started = time.perf_counter()
-    started_at = dt.datetime.now(dt.timezone.utc)
+    started_at = dt.datetime.now(dt.UTC)
     try:
         with bench_environment(os.environ.get("DATABASE_URL") or None) as (vendor, _url, workdir):
             _progress(f"{'quick' if args.quick else 'full'} run on a throwaway {vendor} database: {', '.join(args.sections)}")

@@ -30,7 +30,7 @@ from bench import sql
 from bench.environment import ROOT
 
 DAYS = 90
-NOW = dt.datetime(2026, 3, 31, 12, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 3, 31, 12, 0, 0, tzinfo=dt.UTC)
 CUTOFF = NOW - dt.timedelta(days=DAYS)
 _SHARED = ("action", "user", "details", "metadata", "entity_type", "entity_id", "created_at")
 

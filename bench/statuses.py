@@ -34,7 +34,7 @@ from bench import sql
 from groups.models import Group, Membership, Round
 from groups.services import update_group_statuses
 
-NOW = dt.datetime(2026, 11, 30, 10, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 10, 0, 0, tzinfo=dt.UTC)
 #: Share of the seeded groups that change status (buckets 0-7 and 12-15 of 20).
 TRANSITION_SHARE = 12 / 20
 

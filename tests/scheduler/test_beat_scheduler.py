@@ -39,7 +39,7 @@ from scheduler_app.models import JobRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 #: The Redis database the scheduler under test publishes to (the suite's worker consumes database 0).
 BROKER_DB = 9
 #: kombu's Redis transport keeps queue Q's messages of priority step p > 0 in the list "Q<sep>p".

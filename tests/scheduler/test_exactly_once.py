@@ -33,7 +33,7 @@ from tests.processes import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def on_interval(job: str, every: int = 1, queue: str | None = None) -> PeriodicTask:

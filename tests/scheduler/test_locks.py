@@ -373,7 +373,7 @@ def test_a_beat_trigger_waits_as_the_settings_say_and_a_manual_one_never(job_red
 
     spec = get_spec("test-noop")
     task = current_app.tasks[spec.task_name]
-    slot = dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.timezone.utc)
+    slot = dt.datetime(2026, 11, 30, 11, 0, tzinfo=dt.UTC)
     # given the lock held by a run of an earlier scheduled time
     job_redis.set(spec.lock_key, make_task_id("test-noop", slot - dt.timedelta(hours=1)), px=30_000)
 

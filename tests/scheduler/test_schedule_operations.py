@@ -15,7 +15,6 @@ import pytest
 import time_machine
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import CommandError
 from django.urls import reverse
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
