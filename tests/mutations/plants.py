@@ -46,8 +46,8 @@ PLANTS: list[Plant] = [
         description="2. one delivery ever means never another: the week dropped from the already-sent filter",
         edits=(Edit(
             "contributions/services.py",
-            'already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"), summary__week_start=week_start)',
-            'already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"))',
+            'summary_of_group = WeeklySummary.objects.filter(group=OuterRef("group_id"), week_start=week_start)',
+            'summary_of_group = WeeklySummary.objects.filter(group=OuterRef("group_id"))',
         ),),
         tests=("tests/contributions/test_summary_emails.py::test_the_next_weeks_run_sends_to_the_same_members_again",),
     ),
