@@ -41,7 +41,6 @@ from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -438,7 +437,8 @@ def log_week(week_start: dt.date, *, sent: int, without_email: int, invalid: int
     refused_text = f"; {refused} refused by the mail server" if refused else ""
     missed = f"; {not_reached} not reached" if not_reached else ""
     logger.info("%s %d contribution summaries for week %s (%d members without a usable email skipped%s%s%s)",
-                "Dry run: would send" if dry_run else "Sent", sent, week_start, without_email + invalid, invalid_text, refused_text, missed)
+                "Dry run: would send" if dry_run else "Sent", sent, week_start, without_email + invalid,
+                invalid_text, refused_text, missed)
 
 
 def _dry_run_week(week_start: dt.date, summaries: list[WeeklySummary]) -> _WeekResult:
@@ -869,7 +869,7 @@ def _record(*, sent: list[int], skipped: dict[str, list[int]], refused: dict[str
 
 
 def give_up_batch(*, run_id: int | None, first_id: int, until_id: int | None, token: str, why: str) -> int:
-    """Record the batch's deliveries still claimed under ``token`` as FAILED ``why`` (its retries are spent); return how many."""
+    """Record the batch's deliveries still claimed under ``token`` as FAILED ``why`` (retries spent); return how many."""
     rows = SummaryDelivery.objects.filter(run_id=run_id, id__gte=first_id, status=SummaryDelivery.Status.SENDING,
                                           claimed_by=token)
     if until_id is not None:
@@ -956,7 +956,7 @@ def opt_out_of_summaries(*, user, source: str, actor=None) -> bool:
 
 
 def opt_in_to_summaries(*, user, actor=None) -> bool:
-    """Remove ``user``'s opt-out (the next run sends to them again); audited ``SUMMARY_RESUBSCRIBED``. True if removed."""
+    """Remove ``user``'s opt-out (the next run sends to them again), audited ``SUMMARY_RESUBSCRIBED``; True if removed."""
     with transaction.atomic(using=router.db_for_write(SummaryOptOut)):
         deleted, _ = SummaryOptOut.objects.filter(user=user).delete()
         if deleted:

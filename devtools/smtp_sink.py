@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import email
-import logging
 import email.policy
+import logging
 import threading
 from email.message import EmailMessage
 
@@ -99,3 +99,37 @@ class SmtpSink:
         """Environment for a process that sends through this server with Django's SMTP backend."""
         return {"EMAIL_BACKEND": "django.core.mail.backends.smtp.EmailBackend", "EMAIL_HOST": "127.0.0.1",
                 "EMAIL_PORT": str(self.port), "EMAIL_USE_TLS": "false"}
+
+
+class _CountingHandler:
+    """For :func:`main`: accept everything, append one line per recipient to a file, parse nothing."""
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the server's life
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        self._file.write("".join(f"{rcpt}\n" for rcpt in envelope.rcpt_tos))
+        return "250 Message accepted for delivery"
+
+
+def main() -> None:
+    """``python -m devtools.smtp_sink PORT FILE``: a counting SMTP server in its own process (the benchmark's).
+
+    In its own process so that it does not share a GIL with the sender being
+    measured. Prints ``ready`` once it listens; stops on SIGTERM.
+    """
+    import signal
+    import sys
+
+    port, path = int(sys.argv[1]), sys.argv[2]
+    controller = Controller(_CountingHandler(path), hostname="127.0.0.1", port=port, data_size_limit=None)
+    controller.start()
+    print("ready", flush=True)
+    try:
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    finally:
+        controller.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -52,8 +52,8 @@ from django.db import close_old_connections
 
 from scheduler_app.context import (
     MAX_ATTEMPTS,
-    Deferred,
     RETRY_BACKOFF_SECONDS,
+    Deferred,
     JobContext,
     attempt_deadline,
     describe_error,

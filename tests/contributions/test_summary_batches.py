@@ -86,7 +86,7 @@ def test_a_batch_that_gives_up_records_its_members_and_the_run_fails_naming_them
     assert set(SummaryDelivery.objects.values_list("status", "reason")) == {("FAILED", why)}
     assert (done.status, done.items_processed, done.progress) == (JobRun.Status.FAILED, 0, "1/1 batches")
     assert done.error == f"3 of 3 recipients not reached: 3 {why}"
-    line = f"Job send-contribution-summaries failed after 1 attempts in "
+    line = "Job send-contribution-summaries failed after 1 attempts in "
     assert [m for m in caplog.messages if m.startswith(line) and m.endswith(f"ms: {done.error}")], caplog.messages
     assert "@" not in caplog.text
 
