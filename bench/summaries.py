@@ -325,6 +325,5 @@ def run_smtp(*, groups: int, workdir: str | None = None, log=print) -> dict[str,
         "summaries.smtp_speedup_2_workers": round(rates[2] / rates[1], 2),
         "summaries.smtp_server_cpu_share_1_worker": round(server_share[1], 2),
         "summaries.smtp_server_cpu_share_2_workers": round(server_share[2], 2),
-        "meta.cpu_count": os.cpu_count(),
         "summaries.smtp_cost_ratio_to_baseline": round(baseline / rates[1], 2),
     }
