@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 
-from celery import chord, shared_task
+from celery import chord, current_task, shared_task
 from django.conf import settings
 from django.db import close_old_connections
 
@@ -81,12 +81,15 @@ def send_contribution_summaries_task(ctx: JobContext):
     deferred = ctx.defer(total=len(plan.batches), within_s=DELIVERY_WITHIN_S)
     logger.info("Dispatching %d contribution summaries for week %s in %d batches", plan.pending, week_start,
                 len(plan.batches))
+    # The batches (and the callback) go to the queue the job came through: the default queue
+    # unless an operator routed the job elsewhere, and then its batches follow it.
+    queue = (current_task.request.delivery_info or {}).get("routing_key") or None
     chord(
-        send_summary_batch.s(run_id=ctx.run_id, first_id=first_id, until_id=until_id)
+        send_summary_batch.s(run_id=ctx.run_id, first_id=first_id, until_id=until_id).set(queue=queue)
         for first_id, until_id in plan.batches
     )(finish_summary_run.s(run_id=ctx.run_id, week_start=week_start.isoformat(),
-                           without_email=plan.without_email).on_error(
-        summary_run_failed.s(run_id=ctx.run_id)))
+                           without_email=plan.without_email).set(queue=queue).on_error(
+        summary_run_failed.s(run_id=ctx.run_id).set(queue=queue)))
     return deferred
 
 

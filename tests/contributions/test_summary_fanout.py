@@ -24,7 +24,7 @@ from groups.models import Group, Round
 from scheduler_app.jobs import get_spec
 from scheduler_app.models import JobRun
 from tests.factories import make_group, make_member, make_members, make_round
-from tests.processes import start_worker, wait_for, wait_for_worker
+from tests.processes import CeleryProcess, process_env, wait_for, wait_for_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,9 +49,20 @@ def members():
     return everyone, rita.user.email
 
 
-def trigger():
+def start_worker(name: str, *, concurrency: int, **env: str) -> CeleryProcess:
+    """A worker of its own on queue ``name`` (the suite's shared worker, on the default queue, never sees the job)."""
+    return CeleryProcess(
+        f"worker-{name}",
+        ["worker", "-l", "INFO", "-c", str(concurrency), "-n", f"{name}@%h", "-Q", name, "--without-gossip",
+         "--without-mingle", "-P", "prefork"],
+        process_env(**env),
+    )
+
+
+def trigger(queue: str):
+    """Send the job to ``queue``; its batches and callback follow it there."""
     task = current_app.tasks[get_spec("send-contribution-summaries").task_name]
-    return task.apply_async(kwargs={"trigger": "manual"})
+    return task.apply_async(kwargs={"trigger": "manual"}, queue=queue)
 
 
 def wait_until_finished(task_id: str, timeout: float = 90) -> JobRun:
@@ -69,7 +80,7 @@ def test_every_member_gets_one_summary_through_smtp_and_a_second_trigger_sends_n
         try:
             wait_for_worker(worker)
             # when: the job runs on the worker
-            run = wait_until_finished(trigger().id)
+            run = wait_until_finished(trigger("fanout").id)
             # then: 12 messages, one per member with a usable address, none for olive, carol or rita
             received = sink.recipients()
             assert sorted(received) == sorted(everyone)
@@ -88,7 +99,7 @@ def test_every_member_gets_one_summary_through_smtp_and_a_second_trigger_sends_n
                 assert f"Unsubscribe: {url}" in message.get_body(("plain",)).get_content()
 
             # when: a second trigger for the same week, after the first ended
-            second = wait_until_finished(trigger().id)
+            second = wait_until_finished(trigger("fanout").id)
             # then: nothing new for the members who got theirs; rita (refused) is tried again and refused again
             assert sink.recipients() == received
             assert (second.status, second.items_processed) == (JobRun.Status.SUCCEEDED, 0)
@@ -112,7 +123,7 @@ def test_a_second_trigger_while_batches_run_sends_nothing_twice_and_leaves_the_r
         worker = start_worker("fanout2", concurrency=2, SUMMARY_EMAIL_BATCH_SIZE=str(BATCH), **sink.env())
         try:
             wait_for_worker(worker)
-            first = trigger()
+            first = trigger("fanout2")
             wait_for(sink.paused.is_set, 60, message="the 7th message to wait")
             assert JobRun.objects.get(task_id=first.id).status == JobRun.Status.RUNNING
             # when: a second trigger runs meanwhile (the lock was released when the batches were dispatched);

@@ -34,7 +34,8 @@ from groups.models import Group, Round
 from scheduler_app.jobs import get_spec
 from scheduler_app.models import JobRun
 from tests.factories import make_group, make_members, make_round
-from tests.processes import start_worker, wait_for, wait_for_worker
+from tests.contributions.test_summary_fanout import start_worker
+from tests.processes import wait_for, wait_for_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,7 +58,7 @@ def test_sigkill_mid_batch_redelivers_it_duplicating_at_most_one_batch_and_missi
         try:
             wait_for_worker(worker)
             # when: the pool process is SIGKILLed while the server holds its 8th message
-            result = task.apply_async(kwargs={"trigger": "manual"})
+            result = task.apply_async(kwargs={"trigger": "manual"}, queue="summary-victim")
             wait_for(sink.paused.is_set, 60, message=f"message {HELD_MESSAGE} to be held")
             assert sink.count() == HELD_MESSAGE - 1
             assert SummaryDelivery.objects.filter(status="SENT").count() == BATCH  # batch 1 recorded, not batch 2
