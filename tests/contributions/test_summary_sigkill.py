@@ -62,6 +62,9 @@ def test_sigkill_mid_batch_redelivers_it_duplicating_at_most_one_batch_and_missi
             wait_for(sink.paused.is_set, 60, message=f"message {HELD_MESSAGE} to be held")
             assert sink.count() == HELD_MESSAGE - 1
             assert SummaryDelivery.objects.filter(status="SENT").count() == BATCH  # batch 1 recorded, not batch 2
+            # and the operator sees the run going on: one batch of three done, its 5 emails sent
+            live = JobRun.objects.get(task_id=result.id)
+            assert (live.status, live.progress, live.items_processed) == (JobRun.Status.RUNNING, "1/3 batches", 5)
             pool = psutil.Process(worker.proc.pid).children()
             assert len(pool) == 1
             sink.pause_before = None
