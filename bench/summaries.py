@@ -211,6 +211,29 @@ class SinkProcess:
         stop_process_group(self.process)
 
 
+def _tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of a process and its live children: a worker and its pool."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all processes, all cores), for the share other work took."""
+    import psutil
+
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+
 def _start_worker(workdir: str, *, processes: int, smtp: SinkProcess) -> tuple[subprocess.Popen, Path]:
     """A ``celery -A config worker`` with ``processes`` pool processes, sending through ``smtp``."""
     log_path = Path(workdir) / f"smtp-worker-{processes}.log"
@@ -273,6 +296,8 @@ def _pipeline(smtp: SinkProcess, expected: int, *, processes: int, workdir: str,
     try:
         task = current_app.tasks[get_spec("send-contribution-summaries").task_name]
         server_cpu = smtp.cpu_seconds()
+        workers_cpu = _tree_cpu_seconds(worker.pid)
+        machine_busy = _machine_busy_seconds()
         started = time.perf_counter()
         result = task.apply_async(kwargs={"trigger": "manual"})
         deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -285,6 +310,8 @@ def _pipeline(smtp: SinkProcess, expected: int, *, processes: int, workdir: str,
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         server_share = (smtp.cpu_seconds() - server_cpu) / seconds
+        workers_share = (_tree_cpu_seconds(worker.pid) - workers_cpu) / seconds
+        machine_share = (_machine_busy_seconds() - machine_busy) / seconds
     finally:
         stop_process_group(worker)
     time.sleep(0.2)  # the server's last lines
@@ -292,7 +319,8 @@ def _pipeline(smtp: SinkProcess, expected: int, *, processes: int, workdir: str,
         raise RuntimeError(f"summaries smtp, {processes} processes: run {run.status} {run.items_processed} items, "
                            f"{smtp.count()} received, expected {expected}: {run.error}")
     log(f"summaries: {expected:,} emails through SMTP with {processes} worker process(es) in {seconds:.2f}s "
-        f"({run.parts_total} batches; the SMTP server used {server_share:.0%} of a core)")
+        f"({run.parts_total} batches; CPU in cores: worker {workers_share:.2f}, SMTP server {server_share:.2f}, "
+        f"whole machine {machine_share:.2f} of {os.cpu_count()})")
     return expected / seconds, server_share
 
 
