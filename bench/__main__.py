@@ -70,6 +70,7 @@ class Sizes:
     status_groups: int
     status_rounds: int
     summary_groups: int
+    summary_smtp_groups: int
     lock_ops: int
     lock_rounds: int
     dispatch_samples: int
@@ -78,9 +79,9 @@ class Sizes:
 
 
 FULL = Sizes(archive_rows=1_000_000, naive_rows=5_000, status_groups=100_000, status_rounds=3, summary_groups=500,
-             lock_ops=3_000, lock_rounds=11, dispatch_samples=50, dispatch_runs=100, admin_rows=1_000_000)
+             summary_smtp_groups=2_000, lock_ops=3_000, lock_rounds=11, dispatch_samples=50, dispatch_runs=100, admin_rows=1_000_000)
 QUICK = Sizes(archive_rows=100_000, naive_rows=2_000, status_groups=10_000, status_rounds=3, summary_groups=50,
-              lock_ops=2_000, lock_rounds=5, dispatch_samples=20, dispatch_runs=40, admin_rows=100_000)
+              summary_smtp_groups=200, lock_ops=2_000, lock_rounds=5, dispatch_samples=20, dispatch_runs=40, admin_rows=100_000)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -124,6 +125,7 @@ def _run_sections(sections: list[str], sizes: Sizes, workdir: str) -> dict:
             results.update(statuses.run(groups=sizes.status_groups, rounds=sizes.status_rounds, log=_progress))
         elif name == "summaries":
             results.update(summaries.run(groups=sizes.summary_groups, log=_progress))
+            results.update(summaries.run_smtp(groups=sizes.summary_smtp_groups, workdir=workdir, log=_progress))
         elif name == "lock":
             results.update(locks.run(ops=sizes.lock_ops, rounds=sizes.lock_rounds, log=_progress))
         elif name == "dispatch":

@@ -409,6 +409,13 @@ else:
     EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
     EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(RUN_DIR / "emails"))  # for the file-based backend
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Savings groups <noreply@localhost>")
+# django-anymail (EMAIL_BACKEND=anymail.backends.<service>.EmailBackend): its settings from
+# ANYMAIL_<NAME> variables, e.g. ANYMAIL_MAILGUN_API_KEY=... -> ANYMAIL["MAILGUN_API_KEY"].
+ANYMAIL = {var[len("ANYMAIL_"):]: value for var, value in os.environ.items() if var.startswith("ANYMAIL_") and value}
+# The public base URL of this site: the summaries' unsubscribe links point here.
+SITE_URL = env_str("SITE_URL", "http://localhost:8000")
+if urlparse(SITE_URL).scheme not in ("http", "https") or not urlparse(SITE_URL).netloc:
+    raise _bad("SITE_URL", SITE_URL, "an absolute http(s) URL such as https://savings.example.com")
 
 
 def _check_sender(var: str, value: str) -> None:

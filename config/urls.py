@@ -1,7 +1,7 @@
 """URLs: the Django admin is the operator's console (schedules, runs, data)."""
 
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 from scheduler_app import dashboard, health, metrics
@@ -18,4 +18,5 @@ urlpatterns = [
     path("admin/scheduler/dashboard/", admin.site.admin_view(dashboard.dashboard_view), name="scheduler-dashboard"),
     path("admin/scheduler/dashboard/run/", admin.site.admin_view(dashboard.run_now_view), name="scheduler-dashboard-run"),
     path("admin/", admin.site.urls),
+    path("summaries/", include("contributions.urls")),
 ]

@@ -2,11 +2,13 @@
 
 ``WeeklySummary`` is unique per (group, week start) and ``SummaryDelivery`` per
 (summary, membership): the database itself makes a second summary or a second
-recorded delivery impossible (SPEC §5 "Weekly summaries").
+delivery impossible (SPEC §5 "Weekly summaries"). ``SummaryOptOut``: members
+who unsubscribed.
 """
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db import models
 from django.db.models import Q
@@ -103,23 +105,70 @@ class WeeklySummary(models.Model):
 
 
 class SummaryDelivery(models.Model):
-    """A summary email handed to the mail server for one member.
+    """One member's copy of a summary: claimed, then sent (or refused, or skipped).
 
-    A row exists only once the email was sent: ``sent_at`` is when its batch
-    was accepted. Members without a row are (re)tried by the next run; the
-    unique constraint means a member is recorded at most once per summary.
+    The unique (summary, membership) constraint decides who sends: a run
+    inserts a PENDING row per member (``INSERT ... ON CONFLICT DO NOTHING``),
+    a delivery batch claims its rows with one conditional UPDATE to SENDING
+    under its task id before sending, and records SENT / FAILED / SKIPPED
+    after. A row SENT is never sent again; a row claimed by another batch is
+    never touched (see ``contributions.services.send_delivery_batch``).
     """
+
+    class Status(models.TextChoices):
+        PENDING = "PENDING", "Pending"
+        SENDING = "SENDING", "Sending"
+        SENT = "SENT", "Sent"
+        FAILED = "FAILED", "Failed"
+        SKIPPED = "SKIPPED", "Skipped"
+
+    #: ``reason`` of a SKIPPED row.
+    REASON_INVALID = "invalid address"
+    REASON_UNSUBSCRIBED = "unsubscribed"
 
     summary = models.ForeignKey(WeeklySummary, on_delete=models.CASCADE, related_name="deliveries")
     membership = models.ForeignKey(Membership, on_delete=models.CASCADE, related_name="summary_deliveries")
-    sent_at = models.DateTimeField(default=timezone.now)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    #: When the mail server (or the email service) accepted it; null until SENT.
+    sent_at = models.DateTimeField(null=True, blank=True)
+    #: The ``scheduler_app.JobRun`` whose batches deliver it (not a foreign key: run history is pruned).
+    run_id = models.BigIntegerField(null=True, blank=True)
+    #: The batch (its Celery task id) that claimed it; a redelivered batch re-claims its own rows only.
+    claimed_by = models.CharField(max_length=255, blank=True)
+    #: Why it is FAILED or SKIPPED, e.g. "refused by the mail server (SMTP 550)"; never an address.
+    reason = models.CharField(max_length=100, blank=True)
 
     class Meta:
         verbose_name_plural = "summary deliveries"
-        ordering = ["-sent_at", "-id"]
+        ordering = ["-id"]
         constraints = [
             models.UniqueConstraint(fields=["summary", "membership"], name="delivery_unique_summary_member"),
         ]
+        indexes = [models.Index(fields=["run_id", "status"], name="delivery_run_status_idx")]
 
     def __str__(self) -> str:
-        return f"summary {self.summary_id} to membership {self.membership_id}"
+        return f"summary {self.summary_id} to membership {self.membership_id} ({self.status})"
+
+
+class SummaryOptOut(models.Model):
+    """A user who does not want the weekly summaries (unsubscribed from an email, or set in the admin).
+
+    The next run skips them. Changes are audited (``SUMMARY_UNSUBSCRIBED`` /
+    ``SUMMARY_RESUBSCRIBED`` in the audit log); deleting the row opts back in.
+    """
+
+    class Source(models.TextChoices):
+        EMAIL_LINK = "email_link", "unsubscribe link"
+        ONE_CLICK = "one_click", "one-click (mail client)"
+        ADMIN = "admin", "admin"
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="summary_opt_out")
+    source = models.CharField(max_length=20, choices=Source.choices, default=Source.ADMIN)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "summary opt-out"
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"user {self.user_id} opted out of summaries"

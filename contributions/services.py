@@ -35,10 +35,12 @@ import dataclasses
 import datetime as dt
 import logging
 import smtplib
+import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 
+from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ImproperlyConfigured, ValidationError
@@ -50,20 +52,24 @@ from django.db.models import (
     Count,
     DecimalField,
     Exists,
+    F,
     IntegerField,
     OuterRef,
     Q,
     Subquery,
     Sum,
     Value,
+    Window,
     prefetch_related_objects,
 )
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Coalesce, Mod, RowNumber
 from django.template.loader import get_template
 from django.utils import timezone
 
-from contributions.models import Contribution, SummaryDelivery, WeeklySummary
+from audit.services import create_audit_log
+from contributions.models import Contribution, SummaryDelivery, SummaryOptOut, WeeklySummary
 from groups.models import Group, Membership, Round
+from scheduler_app.models import JobRun
 
 logger = logging.getLogger("contributions")
 
@@ -217,7 +223,7 @@ def _insert_missing_summaries(*, start: dt.datetime, end: dt.datetime, created_a
 class _Outgoing:
     """One summary email ready to send, and what to record once it is sent."""
 
-    summary_id: int | None
+    delivery_id: int | None
     membership_id: int
     message: EmailMultiAlternatives
 
@@ -251,7 +257,9 @@ class SummarySendError(Exception):
 #: What the email backend raises for a connection or a message: a bad
 #: address or header (``ValueError``, ``BadHeaderError``), the SMTP dialogue
 #: (``SMTPException``), the network (``OSError``: refused, timeouts, TLS).
-_MAIL_ERRORS = (ValueError, smtplib.SMTPException, OSError)
+#: An email service's backend (django-anymail) raises its ``AnymailError``s:
+#: a rejected recipient (``AnymailRecipientsRefused``), an API error.
+_MAIL_ERRORS = (ValueError, smtplib.SMTPException, OSError, AnymailError)
 
 #: "Service not available, closing transmission channel": the server is going
 #: away, whatever the message; never the recipient's fault.
@@ -270,6 +278,12 @@ def _safe_description(exc: BaseException) -> str:
     return type(exc).__name__ + (f" ({', '.join(codes)})" if codes else "")
 
 
+def _safe_codes(exc: BaseException) -> str:
+    """``SMTP 550`` (the codes of an SMTP error), or empty."""
+    description = _safe_description(exc)
+    return description[description.index("(") + 1:-1] if "(" in description else ""
+
+
 def _skipped_recipient(exc: BaseException) -> str | None:
     """Why this exception means "skip this message's recipient, send the rest": ``"invalid"``, ``"refused"`` or None.
 
@@ -277,6 +291,9 @@ def _skipped_recipient(exc: BaseException) -> str | None:
     SMTP 5xx answer to it concerns that member alone. None (the error is
     the server's, the connection's or the sender's) stops the batch.
     """
+    if isinstance(exc, AnymailRecipientsRefused):
+        # An email service (django-anymail) rejected the (only) recipient: like an SMTP 5xx.
+        return "refused"
     if isinstance(exc, ValueError):
         # Django's address handling: 'Invalid address "..."', BadHeaderError
         # (a newline), an address it cannot encode. The sender is checked up
@@ -333,35 +350,37 @@ def send_summaries_to_members(
     *,
     dry_run: bool = False,
     batch_size: int | None = None,
+    run_id: int | None = None,
+    unsubscribe_url: Callable[[int], str] | None = None,
 ) -> int:
-    """Email each active member of each summary's group their weekly summary (SPEC §5).
+    """Email each active member of each summary's group their weekly summary, in this process (SPEC §5).
 
-    Every active member (``left_at`` null) with an email address gets one
-    email, plain text and HTML, with: the group's totals for the week (count,
-    sum, currency), their own CONFIRMED contributions that week, the current
-    round (the lowest-numbered OPEN round) and its recipient's username, and
-    what they still owe in it (``contribution_amount`` minus their CONFIRMED
-    amount in that round, never below 0). Members without a usable email
-    are skipped and counted: no address, an address that is not valid
-    (``validate_email``, or a line break in it), or one the email backend
-    rejects when sending. A recipient the mail server refuses (a refused
-    RCPT, a 5xx answer to the message) is skipped and counted too. None of
-    them stops the others, and none is recorded, so the next run tries them
-    again. Members already recorded in ``SummaryDelivery`` for the week get
-    nothing: see the module docstring for the delivery guarantee.
+    Every active member (``left_at`` null) with an email address who has not
+    opted out gets one email, plain text and HTML, with: the group's totals
+    for the week (count, sum, currency), their own CONFIRMED contributions
+    that week, the current round (the lowest-numbered OPEN round) and its
+    recipient's username, and what they still owe in it
+    (``contribution_amount`` minus their CONFIRMED amount in that round,
+    never below 0). Members without a usable email are skipped and counted:
+    no address, an address that is not valid (``validate_email``, or a line
+    break in it), or one the email backend rejects when sending. A recipient
+    the mail server refuses (a refused RCPT, a 5xx answer to the message) is
+    recorded FAILED for that member and counted. None of them stops the
+    others; the next run for the week tries them again. Members whose
+    delivery is recorded SENT for the week get nothing.
 
-    Emails go in batches of ``batch_size``, one mail connection per batch;
-    after each batch its deliveries are recorded in one transaction. Queries:
-    four per :data:`GROUPS_PER_CHUNK` summaries (members, their week's
-    contributions, current rounds, amounts paid) plus one INSERT per batch;
-    never one per member. No email address reaches the logs or the
-    exceptions raised.
+    The deliveries are planned (:func:`plan_deliveries`) and sent batch by
+    batch (:func:`send_delivery_batch`), as the workers do for the job. No
+    email address reaches the logs or the exceptions raised.
 
     Args:
-        summaries: from :func:`generate_weekly_summaries`; may span several weeks.
+        summaries: from :func:`generate_weekly_summaries`; their weeks are sent
+            (every ACTIVE group's summary of those weeks).
         dry_run: count the emails that would be sent; send and record nothing.
         batch_size: emails per connection and per recorded batch (>= 1);
             defaults to ``settings.SUMMARY_EMAIL_BATCH_SIZE``.
+        run_id: the ``JobRun`` the deliveries belong to (None outside a job).
+        unsubscribe_url: user id -> the signed one-click unsubscribe URL of the email.
 
     Returns:
         The number of emails sent (in a dry run: that would be sent).
@@ -386,31 +405,48 @@ def send_summaries_to_members(
 
     total_sent = 0
     for week_start in sorted(by_week):
-        result = _send_week(week_start, by_week[week_start], dry_run=dry_run, batch_size=batch_size)
-        total_sent += result.sent
-        invalid = f", {result.invalid_email} of them with an invalid address" if result.invalid_email else ""
-        refused = f"; {result.refused} refused by the mail server" if result.refused else ""
-        # Counts only: no address, no name, no id of who was skipped.
-        logger.info(
-            "%s %d contribution summaries for week %s (%d members without a usable email skipped%s%s)",
-            "Dry run: would send" if dry_run else "Sent",
-            result.sent, week_start, result.without_email + result.invalid_email, invalid, refused,
-        )
+        if dry_run:
+            result = _dry_run_week(week_start, by_week[week_start])
+            log_week(week_start, sent=result.sent, without_email=result.without_email,
+                     invalid=result.invalid_email, refused=0, dry_run=True)
+            total_sent += result.sent
+            continue
+        plan = plan_deliveries(week_start, run_id=run_id, batch_size=batch_size)
+        week = BatchResult()
+        for first_id, until_id in plan.batches:
+            token = f"local:{run_id or uuid.uuid4().hex}:{first_id}"
+            try:
+                done = send_delivery_batch(run_id=run_id, first_id=first_id, until_id=until_id, token=token,
+                                           unsubscribe_url=unsubscribe_url)
+            except SummarySendError:
+                # What was sent is recorded; the rest stays claimed by this token, and
+                # plan_deliveries hands it to the next attempt.
+                raise
+            for field in ("sent", "invalid", "refused", "unsubscribed"):
+                setattr(week, field, getattr(week, field) + getattr(done, field))
+        total_sent += week.sent
+        log_week(week_start, sent=week.sent, without_email=plan.without_email, invalid=week.invalid,
+                 refused=week.refused)
     return total_sent
 
 
-def _send_week(week_start: dt.date, summaries: list[WeeklySummary], *, dry_run: bool,
-               batch_size: int) -> _WeekResult:
+def log_week(week_start: dt.date, *, sent: int, without_email: int, invalid: int, refused: int,
+             not_reached: int = 0, dry_run: bool = False) -> None:
+    """The week's line: counts only, no address, no name, no id of who was skipped (SPEC §7)."""
+    invalid_text = f", {invalid} of them with an invalid address" if invalid else ""
+    refused_text = f"; {refused} refused by the mail server" if refused else ""
+    missed = f"; {not_reached} not reached" if not_reached else ""
+    logger.info("%s %d contribution summaries for week %s (%d members without a usable email skipped%s%s%s)",
+                "Dry run: would send" if dry_run else "Sent", sent, week_start, without_email + invalid,
+                invalid_text, refused_text, missed)
+
+
+def _dry_run_week(week_start: dt.date, summaries: list[WeeklySummary]) -> _WeekResult:
     start, end = _bounds_of_week(week_start)
     result = _WeekResult()
     for offset in range(0, len(summaries), GROUPS_PER_CHUNK):
         chunk = summaries[offset:offset + GROUPS_PER_CHUNK]
-        outgoing = _prepare_chunk(chunk, week_start=week_start, start=start, end=end, result=result)
-        if dry_run:
-            result.sent += len(outgoing)
-            continue
-        for first in range(0, len(outgoing), batch_size):
-            _send_batch(outgoing[first:first + batch_size], result)
+        result.sent += len(_prepare_chunk(chunk, week_start=week_start, start=start, end=end, result=result))
     return result
 
 
@@ -420,11 +456,12 @@ def _money(amount: Decimal, currency: str) -> str:
 
 def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, start: dt.datetime,
                    end: dt.datetime, result: _WeekResult) -> list[_Outgoing]:
-    """Load what the chunk's emails need in four queries and render them.
+    """For a dry run: load what the chunk's emails would need in four queries and render them.
 
     Counts members without an email into ``result.without_email`` and those
     whose address is not usable (:func:`_usable_address`) into
-    ``result.invalid_email``; neither gets a message.
+    ``result.invalid_email``; neither gets a message. Members already sent
+    the week's summary, or opted out, are left out.
     """
     # Summaries straight from generate_weekly_summaries have their group
     # loaded; others get theirs in one query instead of one each.
@@ -435,49 +472,18 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
     user_model = get_user_model()
     username_field = user_model.USERNAME_FIELD
     email_field = user_model.get_email_field_name()
-    already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"), summary__week_start=week_start)
+    already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"), summary__week_start=week_start,
+                                                  status=SummaryDelivery.Status.SENT)
     members = list(
         Membership.objects.filter(group_id__in=group_ids, left_at__isnull=True)
         .filter(~Exists(already_sent))
+        .filter(~Exists(_opted_out(OuterRef("user_id"))))
         .select_related("user")
         # Only what the email needs: no password hashes in memory.
         .only("group_id", "payout_position", f"user__{username_field}", f"user__{email_field}")
         .order_by("group_id", "payout_position", "pk")
     )
-    own: dict[int, list[dict]] = defaultdict(list)
-    for row in (
-        Contribution.objects.filter(
-            group_id__in=group_ids, status=Contribution.Status.CONFIRMED, confirmed_at__gte=start, confirmed_at__lt=end,
-        )
-        .order_by("confirmed_at", "pk")
-        .values("membership_id", "amount", "confirmed_at", "round__number")
-    ):
-        own[row["membership_id"]].append(row)
-
-    # The current round is the lowest-numbered OPEN one: no OPEN round of the
-    # same group has a smaller number.
-    lower_open = Round.objects.filter(group=OuterRef("group"), status=Round.Status.OPEN, number__lt=OuterRef("number"))
-    current_rounds = {
-        rnd.group_id: rnd
-        for rnd in Round.objects.filter(group_id__in=group_ids, status=Round.Status.OPEN)
-        .filter(~Exists(lower_open))
-        .select_related("recipient__user")
-        .only("group_id", "number", "due_date", "recipient__user__" + username_field)
-    }
-    paid: dict[tuple[int, int], Decimal] = {
-        (row["round_id"], row["membership_id"]): row["paid"]
-        for row in Contribution.objects.filter(
-            round_id__in=[rnd.pk for rnd in current_rounds.values()], status=Contribution.Status.CONFIRMED,
-        )
-        .order_by()
-        .values("round_id", "membership_id")
-        .annotate(paid=Sum("amount"))
-    }
-
-    subject_template = get_template(TEMPLATE_SUBJECT)
-    text_template = get_template(TEMPLATE_TEXT)
-    html_template = get_template(TEMPLATE_HTML)
-    zone = timezone.get_default_timezone()
+    lookups = _WeekLookups.load(group_ids=group_ids, membership_ids=None, start=start, end=end)
     outgoing: list[_Outgoing] = []
     for member in members:
         email = (getattr(member.user, email_field) or "").strip()
@@ -485,25 +491,81 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
             result.without_email += 1
             continue
         if not _usable_address(email):
-            # E.g. "carol.typo@", or a line break in it: Django would raise
-            # (with the address in the message) when sending.
             result.invalid_email += 1
             continue
-        summary = by_group[member.group_id]
+        message = lookups.message(member, by_group[member.group_id], email=email, week_start=week_start)
+        outgoing.append(_Outgoing(delivery_id=None, membership_id=member.pk, message=message))
+    return outgoing
+
+
+def _opted_out(user_ref):
+    """The opt-out rows of ``user_ref`` (an ``OuterRef`` to a user id): for ``Exists``."""
+    return SummaryOptOut.objects.filter(user_id=user_ref)
+
+
+@dataclasses.dataclass
+class _WeekLookups:
+    """What the emails of some members need besides their summary, loaded in three queries."""
+
+    own: dict[int, list[dict]]
+    current_rounds: dict[int, Round]
+    paid: dict[tuple[int, int], Decimal]
+    templates: tuple
+
+    @classmethod
+    def load(cls, *, group_ids: list[int], membership_ids: list[int] | None, start: dt.datetime,
+             end: dt.datetime) -> _WeekLookups:
+        """The week's CONFIRMED contributions of the members (of ``membership_ids``, or all of the groups),
+        the groups' current rounds (the lowest-numbered OPEN one) and what each member paid in it."""
+        username_field = get_user_model().USERNAME_FIELD
+        mine = Contribution.objects.filter(status=Contribution.Status.CONFIRMED, confirmed_at__gte=start,
+                                           confirmed_at__lt=end)
+        mine = mine.filter(membership_id__in=membership_ids) if membership_ids is not None else mine.filter(
+            group_id__in=group_ids)
+        own: dict[int, list[dict]] = defaultdict(list)
+        for row in mine.order_by("confirmed_at", "pk").values("membership_id", "amount", "confirmed_at",
+                                                              "round__number"):
+            own[row["membership_id"]].append(row)
+        lower_open = Round.objects.filter(group=OuterRef("group"), status=Round.Status.OPEN,
+                                          number__lt=OuterRef("number"))
+        current_rounds = {
+            rnd.group_id: rnd
+            for rnd in Round.objects.filter(group_id__in=group_ids, status=Round.Status.OPEN)
+            .filter(~Exists(lower_open))
+            .select_related("recipient__user")
+            .only("group_id", "number", "due_date", "recipient__user__" + username_field)
+        }
+        paid_rows = Contribution.objects.filter(
+            round_id__in=[rnd.pk for rnd in current_rounds.values()], status=Contribution.Status.CONFIRMED,
+        )
+        if membership_ids is not None:
+            paid_rows = paid_rows.filter(membership_id__in=membership_ids)
+        paid = {
+            (row["round_id"], row["membership_id"]): row["paid"]
+            for row in paid_rows.order_by().values("round_id", "membership_id").annotate(paid=Sum("amount"))
+        }
+        templates = (get_template(TEMPLATE_SUBJECT), get_template(TEMPLATE_TEXT), get_template(TEMPLATE_HTML))
+        return cls(own=own, current_rounds=current_rounds, paid=paid, templates=templates)
+
+    def message(self, member: Membership, summary: WeeklySummary, *, email: str, week_start: dt.date,
+                unsubscribe_url: str = "") -> EmailMultiAlternatives:
+        """The summary email of ``member`` (plain text and HTML); with ``unsubscribe_url``, RFC 8058 headers."""
+        zone = timezone.get_default_timezone()
         group = summary.group
-        current = current_rounds.get(member.group_id)
+        current = self.current_rounds.get(member.group_id)
         owed = None
         if current is not None:
-            owed = max(group.contribution_amount - paid.get((current.pk, member.pk), ZERO), ZERO)
+            owed = max(group.contribution_amount - self.paid.get((current.pk, member.pk), ZERO), ZERO)
+        rows = self.own.get(member.pk, [])
         contributions = [
             {
                 "amount": _money(row["amount"], group.currency),
                 "confirmed_at": timezone.localtime(row["confirmed_at"], zone),
                 "round_number": row["round__number"],
             }
-            for row in own.get(member.pk, [])
+            for row in rows
         ]
-        own_total = sum((row["amount"] for row in own.get(member.pk, [])), ZERO)
+        own_total = sum((row["amount"] for row in rows), ZERO)
         context = {
             "member_name": member.user.get_username(),
             "group_name": group.name,
@@ -520,54 +582,259 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
             "contribution_amount": _money(group.contribution_amount, group.currency),
             "owed": _money(owed, group.currency) if owed is not None else "",
             "owes_nothing": owed is not None and owed == ZERO,
+            "unsubscribe_url": unsubscribe_url,
         }
+        subject_template, text_template, html_template = self.templates
+        headers = {}
+        if unsubscribe_url:
+            # RFC 2369 and RFC 8058: mail clients show an "unsubscribe" button that POSTs here.
+            headers = {"List-Unsubscribe": f"<{unsubscribe_url}>",
+                       "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
         message = EmailMultiAlternatives(
             subject=" ".join(subject_template.render(context).split()),
             body=text_template.render(context),
             from_email=settings.DEFAULT_FROM_EMAIL,
             to=[email],
+            headers=headers,
         )
         message.attach_alternative(html_template.render(context), "text/html")
-        outgoing.append(_Outgoing(summary_id=summary.pk, membership_id=member.pk, message=message))
-    return outgoing
+        return message
 
 
-def _send_batch(batch: list[_Outgoing], result: _WeekResult) -> None:
-    """Send ``batch`` over one connection, then record what was sent; count into ``result``.
+# --- Deliveries: plan, claim, send, record -------------------------------------
 
-    Messages go one ``send_messages`` call each on the open connection, so
-    that when the backend raises, exactly the messages before it are known to
-    be sent; they are recorded (``finally``) before the exception propagates.
-    A message rejected for its recipient alone (:func:`_skipped_recipient`)
-    is counted and skipped; any other mail error stops the batch as a
-    :class:`SummarySendError`, raised outside the ``except`` block so that
-    the original (whose text can hold addresses) is not chained to it.
+
+@dataclasses.dataclass
+class DeliveryPlan:
+    """What :func:`plan_deliveries` prepared: the PENDING deliveries of one run, cut into batches.
+
+    Attributes:
+        week_start: the week.
+        batches: ``(first_id, until_id)`` per batch: the run's PENDING delivery ids
+            ``first_id <= id < until_id`` (``until_id`` None: no upper bound).
+        pending: deliveries in those batches.
+        without_email: active members of the week's groups with no email address (skipped).
+    """
+
+    week_start: dt.date
+    batches: list[tuple[int, int | None]]
+    pending: int
+    without_email: int
+
+
+def plan_deliveries(week_start: dt.date, *, run_id: int | None, batch_size: int) -> DeliveryPlan:
+    """Claim the week's deliveries for run ``run_id`` as PENDING rows and cut them into batches (set-based).
+
+    1. Rows of the week that an *ended* run left unsent (FAILED, an invalid
+       address, or PENDING/SENDING because its batches died) are handed to
+       this run: the next run tries them again. Rows of a run still RUNNING
+       (its batches may be sending right now) are left alone, so a second
+       trigger while batches run sends nothing twice.
+    2. One ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` creates a PENDING
+       row for every active member with an email of every ACTIVE group with a
+       summary that week and not opted out; the unique (summary, membership)
+       constraint keeps the rows of other runs.
+    3. One query numbers this run's PENDING rows (``ROW_NUMBER``) and returns
+       the first id of every ``batch_size``-th.
+
+    Five statements, whatever the number of members.
+    """
+    alias = router.db_for_write(SummaryDelivery)
+    running = JobRun.objects.filter(pk=OuterRef("run_id"), status=JobRun.Status.RUNNING)
+    week = SummaryDelivery.objects.filter(summary__week_start=week_start)
+    unsent = Q(status__in=(SummaryDelivery.Status.FAILED, SummaryDelivery.Status.PENDING,
+                           SummaryDelivery.Status.SENDING)) | Q(
+        status=SummaryDelivery.Status.SKIPPED, reason=SummaryDelivery.REASON_INVALID)
+    stale = week.filter(unsent).filter(~Exists(running))
+    if run_id is not None:
+        # This run's own rows left SENDING by an earlier attempt of it (a local run's retry).
+        stale = stale | week.filter(run_id=run_id, status=SummaryDelivery.Status.SENDING)
+    stale.update(status=SummaryDelivery.Status.PENDING, run_id=run_id, claimed_by="", reason="")
+
+    _insert_pending(week_start, run_id=run_id, alias=alias)
+
+    mine = SummaryDelivery.objects.filter(run_id=run_id, status=SummaryDelivery.Status.PENDING,
+                                          summary__week_start=week_start)
+    firsts = list(
+        mine.annotate(position=Window(RowNumber(), order_by=F("id").asc()))
+        .annotate(slot=Mod(F("position") - 1, batch_size))
+        .filter(slot=0)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+    pending = mine.count()
+    batches = [(first, firsts[i + 1] if i + 1 < len(firsts) else None) for i, first in enumerate(firsts)]
+    email_field = get_user_model().get_email_field_name()
+    without_email = Membership.objects.filter(
+        left_at__isnull=True, group__status=Group.Status.ACTIVE,
+        group__weekly_summaries__week_start=week_start,
+    ).filter(Q(**{f"user__{email_field}": ""}) | Q(**{f"user__{email_field}__isnull": True})).count()
+    return DeliveryPlan(week_start=week_start, batches=batches, pending=pending, without_email=without_email)
+
+
+def _insert_pending(week_start: dt.date, *, run_id: int | None, alias: str) -> int:
+    """Insert a PENDING delivery per member to send the week's summary to (step 2 of :func:`plan_deliveries`)."""
+    connection = connections[alias]
+    quote = connection.ops.quote_name
+    meta = SummaryDelivery._meta
+    email_field = get_user_model().get_email_field_name()
+    summary_of_group = WeeklySummary.objects.filter(group=OuterRef("group_id"), week_start=week_start).values("pk")
+    source = (
+        Membership.objects.filter(left_at__isnull=True, group__status=Group.Status.ACTIVE)
+        .exclude(**{f"user__{email_field}": ""})
+        .exclude(**{f"user__{email_field}__isnull": True})
+        .filter(~Exists(_opted_out(OuterRef("user_id"))))
+        .annotate(
+            delivery_summary=Subquery(summary_of_group[:1]),
+            delivery_status=Value(SummaryDelivery.Status.PENDING, output_field=meta.get_field("status")),
+            delivery_run=Value(run_id, output_field=meta.get_field("run_id")),
+            delivery_empty=Value("", output_field=meta.get_field("reason")),
+        )
+        .filter(delivery_summary__isnull=False)
+        .order_by("group_id", "payout_position", "pk")
+        .values_list("delivery_summary", "pk", "delivery_status", "delivery_run", "delivery_empty", "delivery_empty")
+    )
+    select_sql, select_params = source.query.get_compiler(using=alias).as_sql()
+    columns = ", ".join(quote(meta.get_field(name).column) for name in (
+        "summary", "membership", "status", "run_id", "claimed_by", "reason",
+    ))
+    conflict = ", ".join(quote(meta.get_field(name).column) for name in ("summary", "membership"))
+    sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) {select_sql} ON CONFLICT ({conflict}) DO NOTHING"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, select_params)
+        return max(cursor.rowcount, 0)
+
+
+@dataclasses.dataclass
+class BatchResult:
+    """What one delivery batch did (counts only: no address)."""
+
+    #: Deliveries this attempt claimed (0: none left, e.g. a redelivery of a batch that had finished).
+    claimed: int = 0
+    sent: int = 0
+    invalid: int = 0
+    refused: int = 0
+    unsubscribed: int = 0
+    #: True once every claimed delivery is settled (sent, refused, skipped); False: stopped on a transient error.
+    finished: bool = False
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def send_delivery_batch(*, run_id: int | None, first_id: int, until_id: int | None, token: str,
+                        unsubscribe_url: Callable[[int], str] | None = None) -> BatchResult:
+    """Claim, send and record one batch of deliveries (the run's PENDING rows ``first_id <= id < until_id``).
+
+    1. **Claim**: one conditional UPDATE turns the batch's PENDING rows (and
+       rows already SENDING under ``token``: this same batch, redelivered or
+       retried) into SENDING under ``token``. A row another batch claimed is
+       not touched, so two batches never send to the same member.
+    2. **Send** over one connection, one message at a time; a recipient the
+       server or the backend refuses (SMTP 5xx, refused RCPT, anymail's
+       ``AnymailRecipientsRefused``) or an unusable address is settled for
+       that member alone.
+    3. **Record** in one transaction: SENT rows, FAILED / SKIPPED rows with
+       their reason. Also when sending stopped on an error (then the rows not
+       yet sent stay SENDING under ``token`` for the retry) — so a retry or a
+       redelivery of this batch re-sends at most the messages of the attempt
+       that was killed before it could record them.
+
+    Queries: one claim, one load, three lookups, and one to three updates per
+    batch, whatever its size.
 
     Raises:
-        SummarySendError: the connection, the server or the sender failed.
+        SummarySendError: the connection, the server or the sender failed (the batch should be retried).
     """
-    sent: list[_Outgoing] = []
+    result = BatchResult()
+    rows = SummaryDelivery.objects.filter(run_id=run_id, id__gte=first_id)
+    if until_id is not None:
+        rows = rows.filter(id__lt=until_id)
+    rows.filter(Q(status=SummaryDelivery.Status.PENDING) | Q(status=SummaryDelivery.Status.SENDING,
+                                                              claimed_by=token)).update(
+        status=SummaryDelivery.Status.SENDING, claimed_by=token)
+    user_model = get_user_model()
+    username_field = user_model.USERNAME_FIELD
+    email_field = user_model.get_email_field_name()
+    claimed = list(
+        rows.filter(status=SummaryDelivery.Status.SENDING, claimed_by=token)
+        .annotate(opted_out=Exists(_opted_out(OuterRef("membership__user_id"))))
+        .select_related("summary__group", "membership__user")
+        .only("summary__group", "summary__week_start", "summary__contribution_count", "summary__total_amount",
+              "membership__group_id", "membership__payout_position",
+              f"membership__user__{username_field}", f"membership__user__{email_field}")
+        .order_by("id")
+    )
+    result.claimed = len(claimed)
+    if not claimed:
+        result.finished = True
+        return result
+    by_week: dict[dt.date, list[SummaryDelivery]] = defaultdict(list)
+    for row in claimed:
+        by_week[row.summary.week_start].append(row)
+    outgoing: list[_Outgoing] = []
+    skipped: dict[str, list[int]] = defaultdict(list)
+    for week_start, week_rows in by_week.items():
+        start, end = _bounds_of_week(week_start)
+        lookups = _WeekLookups.load(group_ids=sorted({row.summary.group_id for row in week_rows}),
+                                    membership_ids=[row.membership_id for row in week_rows], start=start, end=end)
+        for row in week_rows:
+            member = row.membership
+            email = (getattr(member.user, email_field) or "").strip()
+            if row.opted_out:
+                skipped[SummaryDelivery.REASON_UNSUBSCRIBED].append(row.pk)
+                result.unsubscribed += 1
+                continue
+            if not _usable_address(email):
+                # E.g. "carol.typo@", or a line break in it: Django would raise
+                # (with the address in the message) when sending.
+                skipped[SummaryDelivery.REASON_INVALID].append(row.pk)
+                result.invalid += 1
+                continue
+            url = unsubscribe_url(member.user_id) if unsubscribe_url is not None else ""
+            message = lookups.message(member, row.summary, email=email, week_start=week_start, unsubscribe_url=url)
+            outgoing.append(_Outgoing(delivery_id=row.pk, membership_id=member.pk, message=message))
+    _send_and_record(outgoing, skipped, result)
+    return result
+
+
+def _send_and_record(outgoing: list[_Outgoing], skipped: dict[str, list[int]], result: BatchResult) -> None:
+    """Send ``outgoing`` over one connection, then record every settled delivery (see :func:`send_delivery_batch`).
+
+    A message rejected for its recipient alone (:func:`_skipped_recipient`)
+    is recorded FAILED (refused) or SKIPPED (invalid) and the others go on;
+    any other mail error stops the batch as a :class:`SummarySendError`,
+    raised outside the ``except`` block so that the original (whose text can
+    hold addresses) is not chained to it.
+    """
+    sent: list[int] = []
+    refused: dict[str, list[int]] = defaultdict(list)
     failure: SummarySendError | None = None
     connection = get_connection(fail_silently=False)
     try:
-        connection.open()
-        for item in batch:
+        if outgoing:
+            connection.open()
+        for item in outgoing:
             try:
                 accepted = connection.send_messages([item.message])
             except _MAIL_ERRORS as exc:
-                skipped = _skipped_recipient(exc)
-                if skipped is None:
+                skip = _skipped_recipient(exc)
+                if skip is None:
                     raise
-                if skipped == "invalid":
-                    result.invalid_email += 1
+                if skip == "invalid":
+                    skipped[SummaryDelivery.REASON_INVALID].append(item.delivery_id)
+                    result.invalid += 1
                 else:
+                    refused[f"refused by the mail server ({_safe_codes(exc) or type(exc).__name__})"].append(
+                        item.delivery_id)
                     result.refused += 1
                 continue
             if accepted:
-                sent.append(item)
+                sent.append(item.delivery_id)
+        result.finished = True
     except _MAIL_ERRORS as exc:
         failure = SummarySendError(
-            f"sending weekly summaries failed after {len(sent)} of a batch of {len(batch)}: "
+            f"sending weekly summaries failed after {len(sent)} of a batch of {len(outgoing)}: "
             f"{_safe_description(exc)} (the error's text is left out: it can hold email addresses)"
         )
     finally:
@@ -579,25 +846,123 @@ def _send_batch(batch: list[_Outgoing], result: _WeekResult) -> None:
                 "(the error's text is left out: it can hold email addresses)"
             )
         finally:
-            _record_deliveries(sent)
+            _record(sent=sent, skipped=skipped, refused=refused)
             result.sent += len(sent)
     if failure is not None:
+        result.finished = False
         raise failure
 
 
-def _record_deliveries(sent: list[_Outgoing]) -> None:
-    """Record sent emails in one transaction; a row that exists already (a concurrent run) is kept."""
-    if not sent:
-        return
-    now = timezone.now()
+def _record(*, sent: list[int], skipped: dict[str, list[int]], refused: dict[str, list[int]]) -> None:
+    """Record settled deliveries in one transaction: one UPDATE for the sent, one per reason for the others."""
     with transaction.atomic(using=router.db_for_write(SummaryDelivery)):
-        SummaryDelivery.objects.bulk_create(
-            [
-                SummaryDelivery(summary_id=item.summary_id, membership_id=item.membership_id, sent_at=now)
-                for item in sent
-            ],
-            ignore_conflicts=True,
-        )
+        if sent:
+            SummaryDelivery.objects.filter(pk__in=sent).update(
+                status=SummaryDelivery.Status.SENT, sent_at=timezone.now(), reason="")
+        for reason, ids in skipped.items():
+            if ids:
+                SummaryDelivery.objects.filter(pk__in=ids).update(status=SummaryDelivery.Status.SKIPPED,
+                                                                  reason=reason)
+        for reason, ids in refused.items():
+            SummaryDelivery.objects.filter(pk__in=ids).update(status=SummaryDelivery.Status.FAILED,
+                                                              reason=reason[:100])
+
+
+def give_up_batch(*, run_id: int | None, first_id: int, until_id: int | None, token: str, why: str) -> int:
+    """Record the batch's deliveries still claimed under ``token`` as FAILED ``why`` (retries spent); return how many."""
+    rows = SummaryDelivery.objects.filter(run_id=run_id, id__gte=first_id, status=SummaryDelivery.Status.SENDING,
+                                          claimed_by=token)
+    if until_id is not None:
+        rows = rows.filter(id__lt=until_id)
+    return rows.update(status=SummaryDelivery.Status.FAILED, reason=why[:100])
+
+
+def sent_in_batch(*, run_id: int | None, first_id: int, until_id: int | None, token: str) -> int:
+    """How many of the batch's deliveries were sent under ``token`` (over all its attempts)."""
+    rows = SummaryDelivery.objects.filter(run_id=run_id, id__gte=first_id, status=SummaryDelivery.Status.SENT,
+                                          claimed_by=token)
+    if until_id is not None:
+        rows = rows.filter(id__lt=until_id)
+    return rows.count()
+
+
+@dataclasses.dataclass
+class RunOutcome:
+    """The deliveries of one run once its batches ended (:func:`summarise_run`).
+
+    ``refused`` recipients were settled by their batch (the mail server said
+    no for them alone; the next run tries again); ``not_reached`` ones were
+    not tried to the end: their batch gave up after its retries, or never ran.
+    """
+
+    sent: int = 0
+    refused: int = 0
+    invalid: int = 0
+    unsubscribed: int = 0
+    not_reached: int = 0
+    #: ``reason -> count`` of the deliveries not reached.
+    why: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def error(self) -> str:
+        """``3 of 12 recipients not reached: 3 not sent: SMTPServerDisconnected ...``; empty when none was missed."""
+        if not self.not_reached:
+            return ""
+        total = self.sent + self.refused + self.not_reached
+        reasons = "; ".join(f"{count} {reason}" for reason, count in sorted(self.why.items(), key=lambda kv: -kv[1]))
+        return f"{self.not_reached} of {total} recipients not reached: {reasons}"
+
+
+def summarise_run(run_id: int) -> RunOutcome:
+    """Count run ``run_id``'s deliveries by outcome (one aggregate query)."""
+    outcome = RunOutcome()
+    why: dict[str, int] = defaultdict(int)
+    Status = SummaryDelivery.Status
+    for row in SummaryDelivery.objects.filter(run_id=run_id).order_by().values("status", "reason").annotate(
+            n=Count("pk")):
+        status, reason, n = row["status"], row["reason"], row["n"]
+        if status == Status.SENT:
+            outcome.sent += n
+        elif status == Status.SKIPPED:
+            if reason == SummaryDelivery.REASON_UNSUBSCRIBED:
+                outcome.unsubscribed += n
+            else:
+                outcome.invalid += n
+        elif status == Status.FAILED and reason.startswith("refused"):
+            outcome.refused += n
+        else:
+            outcome.not_reached += n
+            why[reason or "never sent: their batch did not finish"] += n
+    outcome.why = dict(why)
+    return outcome
+
+
+# --- Opting out ----------------------------------------------------------------
+
+
+def opt_out_of_summaries(*, user, source: str, actor=None) -> bool:
+    """Record that ``user`` wants no more weekly summaries (idempotent); True if this call recorded it.
+
+    Audited as ``SUMMARY_UNSUBSCRIBED`` in the same transaction; a second call
+    (a replayed link) changes and audits nothing. ``actor``: who did it (an
+    admin user), default the member themselves.
+    """
+    with transaction.atomic(using=router.db_for_write(SummaryOptOut)):
+        _, created = SummaryOptOut.objects.get_or_create(user=user, defaults={"source": source})
+        if created:
+            create_audit_log(action="SUMMARY_UNSUBSCRIBED", user=actor or user, entity_type="user",
+                             entity_id=user.pk, details=f"Opted out of the weekly summaries ({source})",
+                             metadata={"source": source})
+    return created
+
+
+def opt_in_to_summaries(*, user, actor=None) -> bool:
+    """Remove ``user``'s opt-out (the next run sends to them again), audited ``SUMMARY_RESUBSCRIBED``; True if removed."""
+    with transaction.atomic(using=router.db_for_write(SummaryOptOut)):
+        deleted, _ = SummaryOptOut.objects.filter(user=user).delete()
+        if deleted:
+            create_audit_log(action="SUMMARY_RESUBSCRIBED", user=actor or user, entity_type="user",
+                             entity_id=user.pk, details="Opted back in to the weekly summaries")
+    return bool(deleted)
 
 
 # --- Inactive groups ---------------------------------------------------------

@@ -95,8 +95,9 @@ class JobContext:
         deadline: ``time.monotonic()`` value after which :meth:`should_stop` is True, or None.
         logger: the engine's logger (``scheduler``).
 
-    Methods: :meth:`should_stop` (between batches) and :meth:`report_progress`
-    (items done so far, stored on the run at most every ``PROGRESS_INTERVAL_S``).
+    Methods: :meth:`should_stop` (between batches), :meth:`report_progress`
+    (items done so far, stored on the run at most every ``PROGRESS_INTERVAL_S``)
+    and :meth:`defer` (the run's work continues in other tasks).
     """
 
     spec: JobSpec
@@ -106,6 +107,9 @@ class JobContext:
     attempt: int
     dry_run: bool
     deadline: float | None = None
+    #: True for a run in the calling process (``run_job --local``): no worker may be up, so a job
+    #: that fans its work out to other tasks should do it in this process instead.
+    local: bool = False
     logger: logging.Logger = logger
     _progress_at: float = dataclasses.field(default=-math.inf, repr=False)
 
@@ -133,6 +137,41 @@ class JobContext:
 
         self._progress_at = now
         return JobRun.objects.record_progress(self.run_id, items=items, detail=detail)
+
+
+    def defer(self, *, total: int, within_s: int, what: str = "batches") -> Deferred:
+        """Say that this run's work goes on in ``total`` other tasks; return the :class:`Deferred` to return.
+
+        Call it *before* sending those tasks (so that their progress and the
+        completion find the run ready for them), then send them, then return
+        its result from the job function. The engine then leaves the run
+        RUNNING after the function returns; the last of those tasks (a chord
+        callback) ends it with :meth:`JobRunQuerySet.complete
+        <scheduler_app.models.JobRunQuerySet.complete>`, and each may count
+        itself done with ``record_part_done``. Until ``within_s`` seconds from
+        now the run is not marked lost by a later run that takes the job's
+        lock; after that it is (its tasks are presumed dead).
+        """
+        if total < 1:
+            raise ValueError(f"total={total!r} is invalid: at least 1 task (return a count when there is no work)")
+        if self.run_id and not self.dry_run:
+            from scheduler_app.models import JobRun
+
+            JobRun.objects.defer(self.run_id, total=total, within_s=within_s, what=what)
+        return Deferred(total=total, what=what)
+
+
+@dataclasses.dataclass(frozen=True)
+class Deferred:
+    """A job function's result meaning "dispatched ``total`` tasks; the run ends when they do".
+
+    Made by :meth:`JobContext.defer`. The engine logs ``dispatched N
+    batches``, releases the job's lock (the deferred work must protect itself,
+    e.g. by claiming rows in the database) and leaves the ``JobRun`` RUNNING.
+    """
+
+    total: int
+    what: str = "batches"
 
 
 def attempt_deadline(spec: JobSpec) -> float:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
+from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 
-from scheduler_app.context import iso, worker_name
+from scheduler_app.context import MAX_ATTEMPTS, iso, worker_name
 
 if TYPE_CHECKING:
     from scheduler_app.locks import LockHolder
@@ -108,14 +109,25 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         ))
 
     def mark_lost(self, job: str, *, exclude_task_id: str) -> int:
-        """Mark ``job``'s other RUNNING runs FAILED: the caller holds the job's lock, so their holder is gone. Returns how many."""
-        return self.filter(job=job, status=JobRun.Status.RUNNING).exclude(task_id=exclude_task_id).update(
+        """Mark ``job``'s other RUNNING runs FAILED: the caller holds the job's lock, so their holder is gone. Returns how many.
+
+        A deferred run (:meth:`defer`) holds no lock while its tasks run: it is
+        lost only once its ``deferred_until`` has passed.
+        """
+        now = timezone.now()
+        return self.filter(job=job, status=JobRun.Status.RUNNING).exclude(task_id=exclude_task_id).exclude(
+            deferred_until__gt=now,
+        ).update(
             status=JobRun.Status.FAILED, finished_at=timezone.now(), error=LOST_RUN_ERROR,
         )
 
     def record_attempt_error(self, run: JobRun, error: str) -> None:
         """Keep the failed attempt's traceback on a run that will retry."""
         self.filter(pk=run.pk).update(error=error)
+
+    def elapsed_ms(self, run: JobRun) -> int:
+        """Milliseconds since the run started."""
+        return max(int((timezone.now() - run.started_at).total_seconds() * 1000), 0)
 
     def finish(self, run: JobRun, status: str, *, items: int | None = None, error: str = "") -> int:
         """Write a run's outcome (``status``: SUCCEEDED or FAILED); return its duration in milliseconds since ``started_at``.
@@ -135,6 +147,58 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         """Store a RUNNING run's items done so far and a short ``detail`` (e.g. ``"3/10 batches"``); False if it ended."""
         return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(
             items_processed=items, progress=detail[:255]))
+
+    def defer(self, run_id: int, *, total: int, within_s: int, what: str = "batches") -> bool:
+        """Mark a RUNNING run as deferred: its work goes on in ``total`` tasks, expected within ``within_s`` seconds.
+
+        Resets the parts done (a retried dispatch starts over). False if the run is not RUNNING.
+        """
+        until = timezone.now() + dt.timedelta(seconds=within_s)
+        return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(
+            deferred_until=until, parts_total=total, parts_done=0, items_processed=0,
+            progress=f"0/{total} {what}"[:255]))
+
+    def record_part_done(self, run_id: int, *, items: int, what: str = "batches") -> bool:
+        """One task of a deferred run finished: add ``items`` to its count and 1 to its parts done (one UPDATE).
+
+        ``progress`` becomes e.g. ``"3/10 batches"``. False if the run is not RUNNING (it ended meanwhile).
+        """
+        done = models.F("parts_done") + 1
+        return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(
+            parts_done=done,
+            items_processed=Coalesce(models.F("items_processed"), 0) + items,
+            progress=Concat(Cast(done, models.CharField()), models.Value("/"),
+                            Cast(models.F("parts_total"), models.CharField()), models.Value(f" {what}"),
+                            output_field=models.CharField()),
+        ))
+
+    def complete(self, run_id: int, status: str, *, items: int | None = None, error: str = "") -> bool:
+        """End a deferred run (``status``: SUCCEEDED or FAILED) and log its SPEC §7 line; False if it had ended already.
+
+        Called by the task that sees the deferred work finished (a chord
+        callback). ``items`` None keeps the count reached. One conditional
+        UPDATE: of two callers only one ends the run and logs.
+        """
+        if status not in (JobRun.Status.SUCCEEDED, JobRun.Status.FAILED):
+            raise ValueError(f"status={status!r} is invalid: SUCCEEDED or FAILED")
+        run = self.filter(pk=run_id).only("job", "started_at", "attempts", "parts_total", "items_processed").first()
+        if run is None:
+            return False
+        now = timezone.now()
+        duration = max(int((now - run.started_at).total_seconds() * 1000), 0)
+        fields: dict = {"status": status, "finished_at": now, "duration_ms": duration, "error": error}
+        if items is not None:
+            fields["items_processed"] = items
+        if not self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(**fields):
+            return False
+        parts = f", {run.parts_total} batches" if run.parts_total else ""
+        if status == JobRun.Status.SUCCEEDED:
+            logger.info("Job %s succeeded in %dms: %d items (attempt %d/%d%s)", run.job, duration,
+                        items if items is not None else (run.items_processed or 0), run.attempts, MAX_ATTEMPTS, parts)
+        else:
+            logger.error("Job %s failed after %d attempts in %dms: %s", run.job, run.attempts, duration,
+                         (error.strip().splitlines() or ["unknown error"])[-1])
+        return True
 
     def record_revoked(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
                        dry_run: bool, why: str) -> None:
@@ -207,6 +271,11 @@ class JobRun(models.Model):
     duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From the first attempt's start to the end of the last, in milliseconds.")
     items_processed = models.PositiveIntegerField(null=True, blank=True, help_text="Items done; while RUNNING, so far.")
     progress = models.CharField(max_length=255, blank=True, help_text="What a running job last reported, e.g. '3/10 batches'.")
+    deferred_until = models.DateTimeField(
+        null=True, blank=True,
+        help_text="A deferred run (its work handed to other tasks) is not marked lost before this time.")
+    parts_total = models.PositiveIntegerField(default=0, help_text="A deferred run's tasks (e.g. batches).")
+    parts_done = models.PositiveIntegerField(default=0, help_text="Of those, finished so far.")
     worker = models.CharField(max_length=255, blank=True, help_text="Celery worker hostname and pid, or the host of a --local run.")
     task_id = models.CharField(max_length=255, unique=True)
     error = models.TextField(blank=True)

@@ -24,7 +24,11 @@ every job does:
    the first failure, the 3rd 2 s after the second. The lock stays held
    through the backoff (celery-once's ``after_return`` is not called for
    RETRY).
-5. **Finish**: the row gets its outcome, the lock is released by
+5. **Finish**: a job function that returns a :class:`~scheduler_app.context.Deferred`
+   (``ctx.defer``: its work goes on in other tasks, e.g. a chord of batches)
+   leaves the row RUNNING, logs ``dispatched N batches`` and releases the
+   lock; one of those tasks ends the run (``JobRun.objects.complete``).
+   Otherwise the row gets its outcome, the lock is released by
    compare-and-delete on the task id, a failed run is logged with its
    traceback and reaches Sentry once (the Celery integration reports only the
    final attempt's exception).
@@ -49,6 +53,7 @@ from django.db import close_old_connections
 from scheduler_app.context import (
     MAX_ATTEMPTS,
     RETRY_BACKOFF_SECONDS,
+    Deferred,
     JobContext,
     attempt_deadline,
     describe_error,
@@ -319,7 +324,8 @@ class JobTask(QueueOnce):
                     MAX_ATTEMPTS, dry)
         self._context.ctx = JobContext(spec=spec, run_id=run.pk, trigger=attempt.trigger,
                                        scheduled_for=attempt.scheduled_for, attempt=attempt.number,
-                                       dry_run=attempt.dry_run, deadline=attempt_deadline(spec))
+                                       dry_run=attempt.dry_run, deadline=attempt_deadline(spec),
+                                       local=bool(self.request.is_eager))
 
         def lost() -> None:
             logger.error("Job %s lost its lock while running (run %s); another run may start", spec.name, run.pk)
@@ -342,6 +348,14 @@ class JobTask(QueueOnce):
             logger.error("Job %s failed after %d attempts in %dms: %s", spec.name, attempt.number, duration,
                          describe_error(exc), exc_info=exc)
             raise
+        if isinstance(result, Deferred):
+            # The run goes on in other tasks (JobContext.defer): it stays RUNNING and one of
+            # them ends it (JobRun.objects.complete). The lock is released as for any run
+            # (after_return): the deferred tasks must not rely on it.
+            logger.info("Job %s dispatched %d %s in %dms; run %s stays RUNNING until they finish (attempt %d/%d%s)",
+                        spec.name, result.total, result.what, JobRun.objects.elapsed_ms(run), run.pk,
+                        attempt.number, MAX_ATTEMPTS, dry)
+            return outcome(JobRun.Status.RUNNING, run=run)
         items = int(result) if isinstance(result, (int, float)) else None
         duration = JobRun.objects.finish(run, JobRun.Status.SUCCEEDED, items=items)
         logger.info("Job %s succeeded in %dms: %s items (attempt %d/%d%s)",

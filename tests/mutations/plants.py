@@ -44,11 +44,11 @@ PLANTS: list[Plant] = [
     ),
     Plant(
         name="delivered-ever",
-        description="2. one delivery ever means never another: the week dropped from the already-sent filter",
+        description="2. one delivery ever means never another: deliveries point at the group's first summary, not the week's",
         edits=(Edit(
             "contributions/services.py",
-            'already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"), summary__week_start=week_start)',
-            'already_sent = SummaryDelivery.objects.filter(membership=OuterRef("pk"))',
+            'WeeklySummary.objects.filter(group=OuterRef("group_id"), week_start=week_start).values("pk")',
+            'WeeklySummary.objects.filter(group=OuterRef("group_id")).order_by("week_start").values("pk")',
         ),),
         tests=("tests/contributions/test_summary_emails.py::test_the_next_weeks_run_sends_to_the_same_members_again",),
     ),
@@ -147,9 +147,9 @@ PLANTS: list[Plant] = [
         name="summary-one-huge-batch",
         description="summaries recorded once per 10,000 emails: a hard kill re-sends more than one configured batch",
         edits=(Edit(
-            "contributions/services.py",
-            "    batch_size = settings.SUMMARY_EMAIL_BATCH_SIZE if batch_size is None else batch_size",
-            "    batch_size = 10_000 if batch_size is None else batch_size",
+            "contributions/tasks.py",
+            "batch_size=settings.SUMMARY_EMAIL_BATCH_SIZE)",
+            "batch_size=10_000)",
         ),),
         tests=("tests/contributions/test_summary_sigkill.py",),
     ),

@@ -133,9 +133,9 @@ class Command(BaseCommand):
             except Exception as exc:  # celery.exceptions.TimeoutError
                 self.stderr.write(f"No outcome for task {result.id} within {timeout:g}s: {type(exc).__name__}")
                 return EXIT_FAILED
-        return self._report(name, result.id)
+        return self._report(name, result.id, timeout)
 
-    def _report(self, name: str, task_id: str) -> int:
+    def _report(self, name: str, task_id: str, timeout: float = 3600) -> int:
         run = None
         for _ in range(50):  # the worker finishes the row before it stores the result; a --local run, likewise
             run = JobRun.objects.filter(task_id=task_id).first()
@@ -145,6 +145,13 @@ class Command(BaseCommand):
         if run is None:
             self.stderr.write(f"Job {name}: no run was recorded for task {task_id}")
             return EXIT_FAILED
+        if run.status == JobRun.Status.RUNNING and run.deferred_until is not None:
+            # A deferred run (JobContext.defer): its batches end it; wait for them too.
+            self.stdout.write(f"Job {name} dispatched {run.parts_total} batches (run {run.pk}); waiting for them")
+            deadline = time.monotonic() + timeout
+            while run.status == JobRun.Status.RUNNING and time.monotonic() < deadline:
+                time.sleep(0.5)
+                run.refresh_from_db()
         if run.status == JobRun.Status.SUCCEEDED:
             self.stdout.write(
                 f"Job {name} succeeded in {run.duration_ms}ms: {run.items_processed or 0} items "
