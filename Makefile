@@ -3,8 +3,8 @@
 #               needed), a worker, beat and the admin on 127.0.0.1:$(PORT)
 #   make test   install into .venv and run the whole test suite
 #
-# Other targets: venv (install only), bench (benchmarks), lint (import
-# contracts), clean.
+# Other targets: venv (install only), bench (benchmarks), lint (ruff, mypy,
+# import contracts), clean.
 # Pass extra pytest arguments with PYTEST_ARGS="-k archive -x", benchmark
 # arguments with BENCH_ARGS="--quick --json out.json".
 
@@ -26,7 +26,7 @@ help:
 	@echo "make run    start Redis (if needed), worker, beat and admin on 127.0.0.1:\$${PORT:-8000}"
 	@echo "make test   run the test suite (PYTEST_ARGS=... to pass arguments to pytest)"
 	@echo "make bench  run the benchmarks (BENCH_ARGS=... to pass arguments)"
-	@echo "make lint   check the import contracts of pyproject.toml (lint-imports)"
+	@echo "make lint   ruff, mypy and the import contracts of pyproject.toml"
 	@echo "make venv   create .venv and install requirements-dev.txt"
 	@echo "make clean  remove .venv, .run and caches (keeps db.sqlite3)"
 
@@ -62,6 +62,8 @@ bench: venv
 
 # The one-way dependency rule between the apps (README, Architecture).
 lint: venv
+	$(VENV)/bin/ruff check .
+	DJANGO_DEBUG=true $(VENV)/bin/mypy .
 	$(VENV)/bin/lint-imports
 
 clean:
