@@ -83,7 +83,8 @@ def test_sigkill_during_the_archive_loses_and_doubles_nothing(worker, job_redis)
     for when, batch in KILL_POINTS:
         victim = CeleryProcess(
             "worker-archive-victim",
-            ["worker", "-l", "INFO", "-c", "1", "-n", "archive-victim@%h", "-Q", "victim", "--without-gossip", "--without-mingle"],
+            ["worker", "-l", "INFO", "-c", "1", "-n", "archive-victim@%h", "-Q", "victim",
+             "--without-gossip", "--without-mingle"],
             process_env(ARCHIVE_BATCH_SIZE=str(BATCH), EXTRA_JOB_MODULES="tests.jobs,tests.probes",
                         TEST_PAUSE_SQL=f"{when}:{batch}:{delete}"),
         )

@@ -45,7 +45,8 @@ def test_job_runs_are_read_only(operator):
     run = JobRun.objects.create(job="archive-audit-logs", trigger="manual", status="SUCCEEDED", attempts=1,
                                 started_at=timezone.now(), task_id="archive-audit-logs:manual:abc")
     assert operator.get(reverse("admin:scheduler_app_jobrun_add")).status_code == 403
-    assert operator.post(reverse("admin:scheduler_app_jobrun_delete", args=[run.pk]), {"post": "yes"}).status_code == 403
+    delete_url = reverse("admin:scheduler_app_jobrun_delete", args=[run.pk])
+    assert operator.post(delete_url, {"post": "yes"}).status_code == 403
     assert JobRun.objects.filter(pk=run.pk).exists()
 
 
