@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
             results = _run_sections(args.sections, sizes, workdir)
             results.update({
                 "meta.database": vendor,
-                "meta.database_version": connection.Database.sqlite_version if vendor == "sqlite"
-                else ".".join(str(n) for n in divmod(connection.pg_version, 10000)),
+                # Database and pg_version belong to the sqlite3 and postgresql backends' wrappers, which
+                # django-stubs types only as BaseDatabaseWrapper
+                "meta.database_version": connection.Database.sqlite_version  # type: ignore[attr-defined]
+                if vendor == "sqlite"
+                else ".".join(str(n) for n in divmod(connection.pg_version, 10000)),  # type: ignore[attr-defined]
                 "meta.quick": args.quick,
                 "meta.started_at": started_at.isoformat(timespec="seconds"),
                 "meta.seconds": round(time.perf_counter() - started, 1),

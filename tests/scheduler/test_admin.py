@@ -62,7 +62,7 @@ def test_locks_page_shows_the_holder_and_clears_it_into_the_audit_log(operator, 
     assert (response.status_code, response["Location"]) == (302, reverse("admin:scheduler_app_jobrun_locks"))
     assert job_redis.get(spec.lock_key) is None
     entry = AuditLog.objects.get(action="JOB_LOCK_CLEARED")
-    assert entry.user.username == "op" and entry.entity_id == spec.name
+    assert entry.user is not None and entry.user.username == "op" and entry.entity_id == spec.name
 
 
 def test_staff_without_superuser_cannot_clear_locks(client, job_redis):

@@ -94,7 +94,7 @@ def test_a_valid_crontab_saves_and_is_audited_as_the_admin_user(operator):
     assert response.status_code == 302
     row = CrontabSchedule.objects.get(minute="15", hour="3")
     log = AuditLog.objects.get(action="SCHEDULE_CREATED", entity_type="crontabschedule", entity_id=str(row.pk))
-    assert log.user.username == "op" and log.details.endswith("by admin user op")
+    assert log.user is not None and log.user.username == "op" and log.details.endswith("by admin user op")
     assert log.metadata["diff"]["day_of_week"] == [None, "1-5"]
 
 
@@ -258,7 +258,7 @@ def test_deleting_a_schedule_in_the_admin_is_audited_with_what_it_was(operator, 
     log = AuditLog.objects.get(action="SCHEDULE_DELETED", entity_id="archive-audit-logs")
     assert log.metadata["diff"]["task"] == ["audit.tasks.archive_audit_logs_task", None]
     assert log.metadata["diff"]["crontab"][0].startswith("0 2 * * *")
-    assert log.user.username == "op"
+    assert log.user is not None and log.user.username == "op"
 
 
 # -- pause_job / resume_job -----------------------------------------------------------------

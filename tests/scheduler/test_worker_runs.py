@@ -49,7 +49,7 @@ def test_run_job_through_the_worker_records_one_run_and_logs_it(worker, job_redi
     assert f"Job test-noop succeeded in {run.duration_ms}ms: 7 items (run {run.pk}, attempt 1/3)" in done.stdout
     assert (run.trigger, run.status, run.attempts, run.items_processed) == ("manual", "SUCCEEDED", 1, 7)
     assert run.scheduled_for is None and run.skip_reason == ""
-    assert run.finished_at >= run.started_at and run.duration_ms is not None
+    assert run.finished_at is not None and run.finished_at >= run.started_at and run.duration_ms is not None
     # hostname:pid of the pool process
     assert re.fullmatch(rf"{re.escape(socket.gethostname())}:\d+", run.worker), run.worker
     # and the worker logged the start and success lines of SPEC §7
@@ -110,7 +110,7 @@ def test_three_attempts_with_one_and_two_second_backoff_and_the_lock_held_betwee
     assert job_redis.get(key) is None
     run = JobRun.objects.get(task_id=task_id)
     assert (run.status, run.attempts) == ("SUCCEEDED", 3)
-    assert 3000 <= run.duration_ms < 5000
+    assert run.duration_ms is not None and 3000 <= run.duration_ms < 5000
 
 
 def test_the_retry_countdowns_are_one_then_two_seconds_whatever_the_random_source(job_redis, monkeypatch):
