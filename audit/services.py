@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Max
+from django.db.models import Field, Max, Model
 from django.utils import timezone
 
 from audit.models import ArchivedAuditLog, AuditLog
@@ -38,13 +38,22 @@ class ArchiveIntegrityError(RuntimeError):
     """A batch would have left a row in both tables or in neither; it was rolled back."""
 
 
+def _column(model: type[Model], name: str) -> str:
+    """The database column of ``model``'s concrete field ``name`` (narrowed for the type checker)."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a field with a database column")
+    return field.column
+
+
 def _shared_columns() -> list[str]:
     """Column names that ``AuditLog`` and ``ArchivedAuditLog`` both have, in ``AuditLog`` order.
 
     Raises:
         RuntimeError: the archive lacks a live column, so archiving would lose data.
     """
-    live = [f.column for f in AuditLog._meta.concrete_fields if not f.primary_key]
+    # a concrete field always has a column (Django's definition of concrete); the check narrows str | None
+    live = [f.column for f in AuditLog._meta.concrete_fields if not f.primary_key and f.column is not None]
     archive = {f.column for f in ArchivedAuditLog._meta.concrete_fields}
     missing = [column for column in live if column not in archive]
     if missing:
@@ -151,7 +160,7 @@ def log_entity_events(
         source = "json_each(%s) AS ids"
         metadata_placeholder = "%s"
     meta = AuditLog._meta
-    columns = ", ".join(quote(meta.get_field(name).column) for name in (
+    columns = ", ".join(quote(_column(AuditLog, name)) for name in (
         "action", "user", "details", "metadata", "entity_type", "entity_id", "created_at",
     ))
     sql = (
@@ -212,7 +221,7 @@ def bulk_create_audit_logs(logs: Iterable[NewAuditLog]) -> int:
     ops = connection.ops
     meta = AuditLog._meta
     table = ops.quote_name(meta.db_table)
-    columns = ", ".join(ops.quote_name(meta.get_field(name).column) for name in _BULK_FIELDS)
+    columns = ", ".join(ops.quote_name(_column(AuditLog, name)) for name in _BULK_FIELDS)
     written = 0
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -374,10 +383,10 @@ class _BatchMover:
         quote = ops.quote_name
         live = quote(AuditLog._meta.db_table)
         archive = quote(ArchivedAuditLog._meta.db_table)
-        live_id = quote(AuditLog._meta.pk.column)
-        original_id = quote(ArchivedAuditLog._meta.get_field("original_id").column)
-        archived_at_column = quote(ArchivedAuditLog._meta.get_field("archived_at").column)
-        created_at = quote(AuditLog._meta.get_field("created_at").column)
+        live_id = quote(_column(AuditLog, AuditLog._meta.pk.name))
+        original_id = quote(_column(ArchivedAuditLog, "original_id"))
+        archived_at_column = quote(_column(ArchivedAuditLog, "archived_at"))
+        created_at = quote(_column(AuditLog, "created_at"))
         shared = ", ".join(quote(column) for column in ARCHIVE_COLUMNS)
         self.insert_head = (
             f"INSERT INTO {archive} ({original_id}, {shared}, {archived_at_column}) "

@@ -150,15 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now(dt.UTC)
     try:
         with bench_environment(os.environ.get("DATABASE_URL") or None) as (vendor, _url, workdir):
-            _progress(f"{'quick' if args.quick else 'full'} run on a throwaway {vendor} database: {', '.join(args.sections)}")
+            _progress(f"{'quick' if args.quick else 'full'} run on a throwaway {vendor} database: "
+                      f"{', '.join(args.sections)}")
             from django.conf import settings
             from django.db import connection
 
             results = _run_sections(args.sections, sizes, workdir)
             results.update({
                 "meta.database": vendor,
-                "meta.database_version": connection.Database.sqlite_version if vendor == "sqlite"
-                else ".".join(str(n) for n in divmod(connection.pg_version, 10000)),
+                # Database and pg_version belong to the sqlite3 and postgresql backends' wrappers, which
+                # django-stubs types only as BaseDatabaseWrapper
+                "meta.database_version": connection.Database.sqlite_version  # type: ignore[attr-defined]
+                if vendor == "sqlite"
+                else ".".join(str(n) for n in divmod(connection.pg_version, 10000)),  # type: ignore[attr-defined]
                 "meta.quick": args.quick,
                 "meta.started_at": started_at.isoformat(timespec="seconds"),
                 "meta.seconds": round(time.perf_counter() - started, 1),
@@ -178,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.json or ROOT / "bench" / "results" / f"{results['meta.database']}{'-quick' if args.quick else ''}.json"
     report.write_json(path, results, targets)
     print(f"\nBenchmarks on {results['meta.database']} {results['meta.database_version']} "
-          f"({'quick' if args.quick else 'full'} run, {results['meta.seconds']:.0f} s, commit {results['meta.commit'] or '?'})\n")
+          f"({'quick' if args.quick else 'full'} run, {results['meta.seconds']:.0f} s, "
+          f"commit {results['meta.commit'] or '?'})\n")
     print(report.table(results, targets))
     missed = [name for name, outcome in targets.items() if not outcome["met"]]
     print(f"\nTargets missed: {', '.join(missed)}" if missed else "\nAll targets met.")

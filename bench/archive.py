@@ -52,7 +52,8 @@ def seed(old_rows: int) -> None:
         "WHEN 2 THEN 'CONTRIBUTION_CONFIRMED' ELSE 'SETTINGS_CHANGED' END, "
         "NULL, "
         "'bench event ' || i || ' by the system, entity group', "
-        + sql.json_param("'{\"ip\": \"10.0.' || (i %% 256) || '.' || (i %% 250) || '\", \"request_id\": \"req-' || i || '\"}'")
+        + sql.json_param("'{\"ip\": \"10.0.' || (i %% 256) || '.' || (i %% 250) || '\", "
+                         "\"request_id\": \"req-' || i || '\"}'")
         + ", 'group', CAST(i %% 50000 AS TEXT), "
         f"CASE WHEN i > {old_rows} THEN {sql.ts_plus_seconds(f'(i - {old_rows} - 1) * {recent_step}')} "
         f"ELSE {sql.ts_plus_seconds(f'-1 - ({old_rows} - i) * {old_step}')} END"

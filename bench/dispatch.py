@@ -104,7 +104,10 @@ def _run_job_command(job: str) -> float:
 
 
 def _python_start_ms() -> float:
-    """Wall time in milliseconds of ``python manage.py check`` (interpreter, Django and settings start-up): run_job's floor."""
+    """Wall time in milliseconds of ``python manage.py check`` (interpreter, Django and settings start-up).
+
+    This is run_job's floor.
+    """
     started = time.perf_counter()
     subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, check=True,
                    timeout=RESULT_TIMEOUT_S * 4, stdin=subprocess.DEVNULL)

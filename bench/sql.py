@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Model
+from django.db.models import Field, Model
 
 
 def vendor() -> str:
@@ -24,7 +25,9 @@ def table(model: type[Model]) -> str:
 
 
 def column(model: type[Model], field: str) -> str:
-    return connection.ops.quote_name(model._meta.get_field(field).column)
+    found = model._meta.get_field(field)
+    assert isinstance(found, Field) and found.column is not None, f"{model.__name__}.{field} has no column"
+    return connection.ops.quote_name(found.column)
 
 
 def columns(model: type[Model], *fields: str) -> str:
@@ -53,7 +56,7 @@ def json_param(sql: str) -> str:
 
 
 def insert_series(model: type[Model], fields: Sequence[str], select: str, n: int,
-                  params: Sequence[object] = (), where: str = "") -> int:
+                  params: Sequence[Any] = (), where: str = "") -> int:
     """``INSERT INTO model (fields) SELECT select FROM 1..n AS seq(i) [WHERE where]``; return rows inserted.
 
     ``select`` and ``where`` use ``i`` (1-based) and ``%s`` for ``params``, in order.

@@ -99,14 +99,18 @@ def seed(groups: int) -> int:
 
 def restore() -> None:
     """Put back the groups the last run changed and delete its audit logs."""
-    status, activated_at, completed_at = (sql.column(Group, name) for name in ("status", "activated_at", "completed_at"))
+    status, activated_at, completed_at = (
+        sql.column(Group, name) for name in ("status", "activated_at", "completed_at")
+    )
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            f"UPDATE {sql.table(Group)} SET {status} = 'PENDING', {activated_at} = NULL WHERE {activated_at} = {sql.ts_param()}",
+            f"UPDATE {sql.table(Group)} SET {status} = 'PENDING', {activated_at} = NULL "
+            f"WHERE {activated_at} = {sql.ts_param()}",
             [sql.ts(NOW)],
         )
         cursor.execute(
-            f"UPDATE {sql.table(Group)} SET {status} = 'ACTIVE', {completed_at} = NULL WHERE {completed_at} = {sql.ts_param()}",
+            f"UPDATE {sql.table(Group)} SET {status} = 'ACTIVE', {completed_at} = NULL "
+            f"WHERE {completed_at} = {sql.ts_param()}",
             [sql.ts(NOW)],
         )
         cursor.execute(f"DELETE FROM {sql.table(AuditLog)}")
@@ -153,7 +157,8 @@ def run_raw_sql(*, with_audit: bool = False) -> tuple[int, float]:
         metadata = sql.json_param(f"'{{\"old_status\": \"{old}\", \"new_status\": \"{new}\"}}'")
         cursor.execute(
             f"INSERT INTO {sql.table(AuditLog)} ({audit_columns}) "
-            f"SELECT 'GROUP_STATUS_CHANGED', '{old} -> {new}', {metadata}, 'group', CAST({group_id} AS TEXT), {sql.ts_param()} "
+            f"SELECT 'GROUP_STATUS_CHANGED', '{old} -> {new}', {metadata}, 'group', CAST({group_id} AS TEXT), "
+            f"{sql.ts_param()} "
             f"FROM {g} WHERE {status} = '{new}' AND {stamp[new]} = {sql.ts_param()}",
             [sql.ts(NOW), sql.ts(NOW)],
         )

@@ -16,7 +16,8 @@ urlpatterns = [
     path("metrics", metrics.metrics, name="metrics"),
     path("healthz", health.healthz, name="healthz"),
     path("admin/scheduler/dashboard/", admin.site.admin_view(dashboard.dashboard_view), name="scheduler-dashboard"),
-    path("admin/scheduler/dashboard/run/", admin.site.admin_view(dashboard.run_now_view), name="scheduler-dashboard-run"),
+    path("admin/scheduler/dashboard/run/", admin.site.admin_view(dashboard.run_now_view),
+         name="scheduler-dashboard-run"),
     path("admin/", admin.site.urls),
     path("summaries/", include("contributions.urls")),
 ]

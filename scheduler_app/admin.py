@@ -38,7 +38,8 @@ class JobRunAdmin(ReadOnlyAdmin):
     def status_badge(self, run: JobRun):
         colour = {"SUCCEEDED": "#2e7d32", "FAILED": "#c62828", "RUNNING": "#1565c0", "SKIPPED": "#757575"}
         extra = f" ({run.get_skip_reason_display()})" if run.skip_reason else ""
-        dry = format_html(' <span style="{}">DRY RUN</span>', "border:1px solid #ef6c00;color:#ef6c00;border-radius:6px;"
+        dry = format_html(' <span style="{}">DRY RUN</span>',
+                          "border:1px solid #ef6c00;color:#ef6c00;border-radius:6px;"
                           "padding:0 4px;font-size:10px") if run.dry_run else ""
         return format_html('<span class="badge" style="background:{};color:#fff;border-radius:8px;padding:1px 6px;'
                            'font-size:11px;font-weight:bold;white-space:nowrap">{}{}</span>{}',

@@ -119,7 +119,9 @@ class JobEntry(ModelEntry):
                                "(catch-up policy latest)", self.name, len(missed), iso(current))
             return schedules.schedstate(True, remaining)
         limit = spec.catch_up_limit if spec else 10
-        pending = [t for t in missed[-limit:] if not JobRun.objects.working_run_exists(spec.name if spec else self.name, t)]
+        pending = [
+            t for t in missed[-limit:] if not JobRun.objects.working_run_exists(spec.name if spec else self.name, t)
+        ]
         if len(missed) > limit:
             logger.warning("Job %s: %d scheduled times were missed while beat was down; running the last %d "
                            "(catch-up policy all, limit %d)", self.name, len(missed), limit, limit)
@@ -191,7 +193,10 @@ class JobScheduler(DatabaseScheduler):
         return Q(pk__in=[])
 
     def all_as_schedule(self):
-        """Every enabled task's entry; one whose schedule cannot be built is logged once per change, not dropped silently."""
+        """Every enabled task's entry.
+
+        One whose schedule cannot be built is logged once per change, not dropped silently.
+        """
         entries = {}
         for model in self.enabled_models():
             try:

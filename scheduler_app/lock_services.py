@@ -80,7 +80,9 @@ def _renewing_run(spec: JobSpec, holder: LockHolder) -> str | None:
     if _dead_local_process(run.worker):
         return None  # a `run_job --local` on this host that was killed: its lock is stale at once
     renewed_lately = holder.ttl_ms >= spec.lock_ttl * 1000 * 2 / 3 - 1000
-    return f"{run.worker} (run {run.pk}, lock renewed within the last {spec.lock_ttl // 3}s)" if renewed_lately else None
+    if not renewed_lately:
+        return None
+    return f"{run.worker} (run {run.pk}, lock renewed within the last {spec.lock_ttl // 3}s)"
 
 
 def _dead_local_process(worker: str) -> bool:

@@ -33,7 +33,8 @@ def describe_redis_problem(exc: BaseException, safe_url: str, raw_url: str) -> s
     for error in _chain(exc):
         text = str(error)
         detail = f"{type(error).__name__}: {text}"
-        if isinstance(error, OutOfMemoryError) or "OOM command not allowed" in text or "used memory > 'maxmemory'" in text:
+        if (isinstance(error, OutOfMemoryError) or "OOM command not allowed" in text
+                or "used memory > 'maxmemory'" in text):
             return (f"Redis at {safe_url} is out of memory: it refuses writes above its maxmemory ({detail}); "
                     "free memory there (e.g. old results or keys) or raise its maxmemory")
         if isinstance(error, AuthenticationError | AuthorizationError) or any(m in text for m in _AUTH_MARKERS):

@@ -87,7 +87,8 @@ def get_spec(name: str) -> JobSpec:
 
 
 def _check_fits_visibility_timeout(name: str, hard_limit: int) -> None:
-    """Raise ValueError when ``MAX_ATTEMPTS`` hard-limited attempts plus backoff could outlast the broker's visibility timeout.
+    """Raise ValueError when ``MAX_ATTEMPTS`` hard-limited attempts plus backoff could outlast
+    the broker's visibility timeout.
 
     A message stays unacknowledged while it waits for its retry countdown or
     sits prefetched behind a running job; if that could outlast Redis's

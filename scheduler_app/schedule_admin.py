@@ -107,8 +107,10 @@ class CrontabScheduleAdmin(BeatCrontabScheduleAdmin):
 class PauseForm(forms.Form):
     """Why, and optionally until when (in ``TIME_ZONE``), to pause the selected tasks."""
 
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}), help_text="Written to the audit log.")
-    until = forms.DateTimeField(required=False, help_text="Resume by itself at this time (TIME_ZONE); empty: until resumed.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2, "cols": 60}),
+                             help_text="Written to the audit log.")
+    until = forms.DateTimeField(required=False,
+                                help_text="Resume by itself at this time (TIME_ZONE); empty: until resumed.")
 
     def clean_until(self):
         until = self.cleaned_data.get("until")
@@ -192,7 +194,8 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
         pause = getattr(obj, "pause", None) if obj is not None and obj.pk else None
         if pause is None:
             return "-"
-        until = f" until {pause.until.astimezone(timezone.get_default_timezone()):%Y-%m-%d %H:%M %Z}" if pause.until else ""
+        until = (f" until {pause.until.astimezone(timezone.get_default_timezone()):%Y-%m-%d %H:%M %Z}"
+                 if pause.until else "")
         return f"paused by {pause.paused_by}{until}: {pause.reason}"
 
     @admin.display(description="Next run")

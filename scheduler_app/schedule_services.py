@@ -76,7 +76,10 @@ def acting_as(name: str, user: Any = None) -> Iterator[Actor]:
 
 @contextlib.contextmanager
 def _audited_as(action: str, **extra: Any) -> Iterator[None]:
-    """Record the PeriodicTask save inside the block as ``action`` (even without a field change), with ``extra`` metadata."""
+    """Record the PeriodicTask save inside the block as ``action`` (even without a field change).
+
+    ``extra`` is added to the audit metadata.
+    """
     token = _action.set((action, extra))
     try:
         yield
@@ -99,8 +102,8 @@ def _snapshot(obj: Model, fields: Iterable[str]) -> dict[str, str | None]:
 def _write_audit(action: str, *, entity_type: str, entity_id: object, details: str, metadata: dict) -> None:
     actor = _actor.get() or Actor("system")
     audit = import_string(settings.SCHEDULER_AUDIT_LOG_FUNCTION)
-    audit(action=action, user=actor.user, details=f"{details} by {actor.name}", metadata={**metadata, "actor": actor.name},
-          entity_type=entity_type, entity_id=entity_id)
+    audit(action=action, user=actor.user, details=f"{details} by {actor.name}",
+          metadata={**metadata, "actor": actor.name}, entity_type=entity_type, entity_id=entity_id)
 
 
 # -- signals: every save and delete is audited ---------------------------------
@@ -165,7 +168,9 @@ def _schedule_post_save(sender, instance: Model, created: bool, raw: bool = Fals
     if not diff:
         return
     kind = sender._meta.model_name
-    users = ", ".join(PeriodicTask.objects.filter(**{kind.removesuffix("schedule"): instance}).values_list("name", flat=True))
+    users = ", ".join(
+        PeriodicTask.objects.filter(**{kind.removesuffix("schedule"): instance}).values_list("name", flat=True)
+    )
     action = "SCHEDULE_CREATED" if created else "SCHEDULE_CHANGED"
     _write_audit(action, entity_type=kind, entity_id=instance.pk,
                  details=f"{action.removeprefix('SCHEDULE_').lower()} {kind} {instance}"
@@ -176,13 +181,16 @@ def _schedule_post_save(sender, instance: Model, created: bool, raw: bool = Fals
 def _schedule_post_delete(sender, instance: Model, **kwargs) -> None:
     kind = sender._meta.model_name
     _write_audit("SCHEDULE_DELETED", entity_type=kind, entity_id=instance.pk, details=f"deleted {kind} {instance}",
-                 metadata={"diff": {k: [v, None] for k, v in _snapshot(instance, SCHEDULE_MODEL_FIELDS[sender]).items()}})
+                 metadata={"diff": {
+                     k: [v, None] for k, v in _snapshot(instance, SCHEDULE_MODEL_FIELDS[sender]).items()
+                 }})
 
 
 for _model in SCHEDULE_MODEL_FIELDS:
     pre_save.connect(_schedule_pre_save, sender=_model, dispatch_uid=f"scheduler_app.{_model.__name__}.pre_save")
     post_save.connect(_schedule_post_save, sender=_model, dispatch_uid=f"scheduler_app.{_model.__name__}.post_save")
-    post_delete.connect(_schedule_post_delete, sender=_model, dispatch_uid=f"scheduler_app.{_model.__name__}.post_delete")
+    post_delete.connect(_schedule_post_delete, sender=_model,
+                        dispatch_uid=f"scheduler_app.{_model.__name__}.post_delete")
 
 
 # -- services ------------------------------------------------------------------
@@ -200,7 +208,8 @@ def pause(task: PeriodicTask, *, reason: str, until: dt.datetime | None = None, 
     now = timezone.now()
     if until is not None and until <= now:
         raise ValueError(f"until={iso(until)} is invalid: a time after now ({iso(now)})")
-    with transaction.atomic(), acting_as(actor, user), _audited_as("SCHEDULE_PAUSED", reason=reason, until=_text(until)):
+    with (transaction.atomic(), acting_as(actor, user),
+          _audited_as("SCHEDULE_PAUSED", reason=reason, until=_text(until))):
         pause_row, _ = SchedulePause.objects.update_or_create(
             periodic_task=task, defaults={"reason": reason, "until": until, "paused_by": actor, "paused_at": now})
         task.enabled = False
@@ -265,7 +274,9 @@ def task_schedule(task: PeriodicTask):
         try:
             validate_crontab_fields(c.minute, c.hour, c.day_of_month, c.month_of_year, c.day_of_week, tz=c.timezone)
         except ValueError as exc:
-            raise ValueError(f"crontab '{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}': {exc}") from None
+            raise ValueError(
+                f"crontab '{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}': {exc}"
+            ) from None
     schedule = task.schedule
     if task.interval is not None:
         return AlignedSchedule(schedule.run_every, anchor=task.start_time)
@@ -286,7 +297,10 @@ def next_times(task: PeriodicTask, count: int = 5, *, after: dt.datetime | None 
 
 
 def describe_next_times(task: PeriodicTask, count: int = 5) -> list[str]:
-    """``2026-11-30 09:00 CET (08:00 UTC)`` lines for the next ``count`` times, in ``TIME_ZONE`` and UTC; or why there are none."""
+    """``2026-11-30 09:00 CET (08:00 UTC)`` lines for the next ``count`` times, in ``TIME_ZONE`` and UTC.
+
+    Or why there are none.
+    """
     zone = timezone.get_default_timezone()
     try:
         times = next_times(task, count)

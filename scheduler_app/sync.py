@@ -141,7 +141,9 @@ def _task_differences(name: str, spec: JobSpec, task: PeriodicTask, expected: st
         lines.append(f"{name}: schedule is {task.schedule!r}, expected crontab \"{expected}\" ({source})")
         return lines
     if _crontab_text(task.crontab) != expected:
-        lines.append(f"{name}: crontab \"{_crontab_text(task.crontab)}\" in the database, expected \"{expected}\" ({source})")
+        lines.append(
+            f"{name}: crontab \"{_crontab_text(task.crontab)}\" in the database, expected \"{expected}\" ({source})"
+        )
     if str(task.crontab.timezone) != settings.TIME_ZONE:
         lines.append(f"{name}: crontab read in {task.crontab.timezone}, expected TIME_ZONE {settings.TIME_ZONE}")
     broken = _broken(task)

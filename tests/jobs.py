@@ -16,6 +16,7 @@ instead of sleeping.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 import redis
 from celery import signals
@@ -98,7 +99,9 @@ def catchup_all_2_job(ctx: JobContext) -> int:
 
 def finished(client: redis.Redis, name: str) -> list[tuple[str, str]]:
     """``(task id, state)`` of every message of job ``name`` handled to the end (RETRY: one attempt of it)."""
-    return [tuple(line.split(" ")) for line in client.lrange(f"testjob:{name}:finished", 0, -1)]
+    # the clients here decode responses (decode_responses=True): the entries are str, not bytes
+    entries = cast(list[str], client.lrange(f"testjob:{name}:finished", 0, -1))
+    return [cast(tuple[str, str], tuple(line.split(" "))) for line in entries]
 
 
 def wait_until_finished(client: redis.Redis, name: str, task_id: str, timeout: float = 30, times: int = 1) -> str:

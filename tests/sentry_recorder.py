@@ -29,7 +29,7 @@ class SentryRecorder:
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
                 elif encoding == "br":
-                    import brotli  # type: ignore[import-not-found]
+                    import brotli
 
                     body = brotli.decompress(body)
                 recorder._parse(body)

@@ -65,7 +65,7 @@ def assert_each_row_in_exactly_one_table(old: dt.datetime) -> int:
     assert not live.keys() & archived.keys(), "a row is in both tables"
     assert len(live) + len(archived) == OLD_ROWS, "a row is in neither table"
     for values in archived.values():
-        i = values[2] and int(values[2])
+        i = int(values[2])
         assert values == (f"row {i}", {"i": i}, str(i), old + dt.timedelta(seconds=i))
     assert AuditLog.objects.filter(details__startswith="new ").count() == NEW_ROWS
     return len(archived)
@@ -83,7 +83,8 @@ def test_sigkill_during_the_archive_loses_and_doubles_nothing(worker, job_redis)
     for when, batch in KILL_POINTS:
         victim = CeleryProcess(
             "worker-archive-victim",
-            ["worker", "-l", "INFO", "-c", "1", "-n", "archive-victim@%h", "-Q", "victim", "--without-gossip", "--without-mingle"],
+            ["worker", "-l", "INFO", "-c", "1", "-n", "archive-victim@%h", "-Q", "victim",
+             "--without-gossip", "--without-mingle"],
             process_env(ARCHIVE_BATCH_SIZE=str(BATCH), EXTRA_JOB_MODULES="tests.jobs,tests.probes",
                         TEST_PAUSE_SQL=f"{when}:{batch}:{delete}"),
         )

@@ -114,7 +114,8 @@ PLANTS: list[Plant] = [
                  "'constraints': [models.UniqueConstraint(",
                  "'constraints': [] and [models.UniqueConstraint("),
             Edit("scheduler_app/task.py",
-                 "        if scheduled_for is not None and JobRun.objects.working_run_exists(self.spec.name, scheduled_for):",
+                 "        if scheduled_for is not None"
+                 " and JobRun.objects.working_run_exists(self.spec.name, scheduled_for):",
                  "        if False:"),
             Edit("scheduler_app/task.py",
                  "            keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,",

@@ -70,7 +70,10 @@ def run_tests(tree: Path, tests: tuple[str, ...]) -> tuple[bool, float, str]:
 
 
 def check(plant: Plant, runs: int, *, baseline: bool) -> bool:
-    """Run ``plant``'s tests ``runs`` times on a planted copy (or an unplanted one for ``baseline``); True when as expected."""
+    """Run ``plant``'s tests ``runs`` times on a planted copy (or an unplanted one for ``baseline``).
+
+    True when as expected.
+    """
     with tempfile.TemporaryDirectory(prefix=f"plant-{plant.name}-") as tmp:
         tree = Path(tmp)
         copy_tree(tree)
@@ -92,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("names", nargs="*", help="plants to run (default: all)")
     parser.add_argument("--runs", type=int, default=3, help="runs per plant (default 3)")
     parser.add_argument("--list", action="store_true", help="list the plants and exit")
-    parser.add_argument("--baseline", action="store_true", help="run each plant's tests without the plant: they must pass")
+    parser.add_argument("--baseline", action="store_true",
+                        help="run each plant's tests without the plant: they must pass")
     args = parser.parse_args(argv)
     known = {p.name: p for p in PLANTS}
     if args.list:

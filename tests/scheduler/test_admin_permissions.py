@@ -166,7 +166,12 @@ def test_the_run_action_runs_only_with_run_job(client, monkeypatch, perms, sent)
                                        crontab=CrontabSchedule.objects.create(minute="0", hour="2", timezone="UTC"))
     calls = []
     celery_task = current_app.tasks["audit.tasks.archive_audit_logs_task"]
-    monkeypatch.setattr(celery_task, "apply_async", lambda *args, **kwargs: calls.append(kwargs) or _Sent())
+
+    def apply_async(*args, **kwargs):
+        calls.append(kwargs)
+        return _Sent()
+
+    monkeypatch.setattr(celery_task, "apply_async", apply_async)
     # The action first asks whether a worker is up (scheduler_app.run_now); this test is about the permission.
     monkeypatch.setattr(current_app.control, "ping", lambda *args, **kwargs: [{"w1@test": {"ok": "pong"}}])
     login(client, *perms)

@@ -42,7 +42,8 @@ def test_sync_schedules_creates_the_three_jobs_with_their_crontabs():
 def test_sync_schedules_is_idempotent_and_keeps_admin_edits():
     call_command("sync_schedules", stdout=StringIO())
     # an admin moves the archive to 04:30 and disables the summaries
-    edited, _ = CrontabSchedule.objects.get_or_create(minute="30", hour="4", day_of_month="*", month_of_year="*", day_of_week="*", timezone="UTC")
+    edited, _ = CrontabSchedule.objects.get_or_create(minute="30", hour="4", day_of_month="*", month_of_year="*",
+                                                      day_of_week="*", timezone="UTC")
     PeriodicTask.objects.filter(name="archive-audit-logs").update(crontab=edited)
     PeriodicTask.objects.filter(name="send-contribution-summaries").update(enabled=False)
     count = PeriodicTask.objects.count()

@@ -30,7 +30,7 @@ def test_a_held_lock_raises_with_holder_and_seconds_left(backend):
     backend.raise_or_lock("qo_t", timeout=5, token="holder-1")
     with pytest.raises(LockHeld) as err:
         backend.raise_or_lock("qo_t", timeout=5, token="holder-2", wait=0)
-    assert err.value.holder.token == "holder-1"
+    assert err.value.holder is not None and err.value.holder.token == "holder-1"
     assert 4.0 < err.value.countdown <= 5.0
 
 
@@ -277,7 +277,9 @@ def test_options_in_the_url_win_over_the_client_defaults(job_redis):
 
 def test_a_url_without_options_gets_the_client_defaults():
     options = locks.get_client(settings.REDIS_URL).connection_pool.connection_kwargs
-    assert (options["socket_timeout"], options["socket_connect_timeout"], options["health_check_interval"]) == (10.0, 5.0, 30)
+    assert (
+        options["socket_timeout"], options["socket_connect_timeout"], options["health_check_interval"]
+    ) == (10.0, 5.0, 30)
 
 
 def test_a_rediss_url_makes_a_tls_client_with_its_options():
@@ -384,7 +386,8 @@ def test_a_beat_trigger_waits_as_the_settings_say_and_a_manual_one_never(job_red
         return time.monotonic() - started
 
     # the project's settings (blocking, 1 s): a beat trigger waits 1 s, a manual one does not
-    monkeypatch.setattr(type(task), "_backend_instance", OwnedRedisBackend(settings.CELERY_ONCE["settings"]), raising=False)
+    monkeypatch.setattr(type(task), "_backend_instance", OwnedRedisBackend(settings.CELERY_ONCE["settings"]),
+                        raising=False)
     assert 0.95 < seconds_to_refuse({"trigger": "beat", "scheduled_for": iso(slot)}) < 1.8
     assert seconds_to_refuse({"trigger": "manual"}) < 0.3
     # blocking off: a beat trigger does not wait either

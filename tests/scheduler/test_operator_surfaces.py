@@ -120,6 +120,7 @@ def test_run_job_returns_within_half_a_second_of_the_jobs_end(worker, job_redis)
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "manage.py", "run_job", *args], cwd=ROOT, env=process_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
         lines = {line.strip(): time.time() for line in proc.stdout}
         return proc.wait(60), time.monotonic() - started, lines
 
@@ -132,6 +133,7 @@ def test_run_job_returns_within_half_a_second_of_the_jobs_end(worker, job_redis)
     run = JobRun.objects.filter(job="test-noop").latest("started_at")
     # then it prints the outcome within half a second of the run's end and exits soon after (interpreter
     # shutdown, slower when the machine is busy)
+    assert run.finished_at is not None and run.duration_ms is not None
     outcome_at = next(at for line, at in lines.items() if line.startswith("Job test-noop succeeded"))
     assert outcome_at - run.finished_at.timestamp() < 0.5, outcome_at - run.finished_at.timestamp()
     assert exited - run.finished_at.timestamp() < 1.5

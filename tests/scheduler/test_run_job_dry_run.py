@@ -47,7 +47,7 @@ def data():
     make_round(active, number=1, recipient=members[0], status=Round.Status.OPEN)
 
 
-def run_job_dry_run_local(name: str) -> tuple[int, str]:
+def run_job_dry_run_local(name: str) -> tuple[int | str | None, str]:
     out = StringIO()
     handler = signal.getsignal(signal.SIGTERM)  # the command sets its own; keep pytest's
     try:

@@ -46,7 +46,8 @@ BAD_ROWS = [
     ("task", {"task": "audit.tasks.no_such_task"}, "'audit.tasks.no_such_task' is not a registered job"),
     ("task", {"task": "audit.tasks"}, "'audit.tasks' is not a registered job"),
     ("clocked", {"task": "audit.tasks.archive_audit_logs_task", "clocked": "2026-11-30T08:59:59+00:00",
-                 "one_off": "on"}, "2026-11-30 08:59:59 UTC has passed: a one-off task needs a clocked time in the future"),
+                 "one_off": "on"},
+     "2026-11-30 08:59:59 UTC has passed: a one-off task needs a clocked time in the future"),
     ("clocked", {"task": "audit.tasks.archive_audit_logs_task", "clocked": "2026-11-30T09:00:00+00:00",
                  "one_off": "on"}, "has passed"),
 ]

@@ -533,6 +533,7 @@ def finish_runs(app, broker: Broker, job: str) -> None:
             continue
         run = JobRun.objects.begin(job=job, existing=None, task_id=message.task_id, trigger="beat",
                                    scheduled_for=message.scheduled_for, attempt=1, dry_run=False)
+        assert run is not None
         JobRun.objects.finish(run, JobRun.Status.SUCCEEDED, items=1)
         assert task.once_backend.clear_lock(get_spec(job).lock_key, token=message.task_id)
 
@@ -618,6 +619,7 @@ def test_catch_up_all_never_sends_a_time_that_already_has_a_working_run(app, sta
         hourly_job_down_since_10(job)
         run = JobRun.objects.begin(job=job, existing=None, task_id="by-hand", trigger="beat",
                                    scheduled_for=at("2026-11-30 12:00"), attempt=1, dry_run=False)
+        assert run is not None
         JobRun.objects.finish(run, JobRun.Status.SUCCEEDED, items=1)
 
         # when beat comes back at 13:20:00Z, with each sent run ending before the next tick

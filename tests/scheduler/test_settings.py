@@ -44,7 +44,8 @@ def test_manage_py_reports_a_bad_setting_in_one_line(variable, value, allowed):
     env = clean_env(**{variable: value})
     if variable == "REDIS_PORT":
         env.pop("REDIS_URL", None)
-    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -55,7 +56,8 @@ def test_manage_py_reports_a_bad_setting_in_one_line(variable, value, allowed):
 def test_missing_secret_key_without_debug_is_a_start_up_error():
     # (empty, not unset, so a developer's `.env` from `make run` does not fill it in)
     env = clean_env(DJANGO_DEBUG="false", DJANGO_SECRET_KEY="")
-    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run([sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 2
     assert "DJANGO_SECRET_KEY" in done.stderr and "Traceback" not in done.stderr
 

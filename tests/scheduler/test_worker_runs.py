@@ -49,12 +49,14 @@ def test_run_job_through_the_worker_records_one_run_and_logs_it(worker, job_redi
     assert f"Job test-noop succeeded in {run.duration_ms}ms: 7 items (run {run.pk}, attempt 1/3)" in done.stdout
     assert (run.trigger, run.status, run.attempts, run.items_processed) == ("manual", "SUCCEEDED", 1, 7)
     assert run.scheduled_for is None and run.skip_reason == ""
-    assert run.finished_at >= run.started_at and run.duration_ms is not None
-    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:\d+", run.worker), run.worker  # hostname:pid of the pool process
+    assert run.finished_at is not None and run.finished_at >= run.started_at and run.duration_ms is not None
+    # hostname:pid of the pool process
+    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:\d+", run.worker), run.worker
     # and the worker logged the start and success lines of SPEC §7
     wait_until_finished(job_redis, "test-noop", run.task_id)
     log = worker.log()[log_start:]
-    assert "[scheduler] Starting job test-noop (trigger=manual, scheduled=-, lock=acquired, ttl=30s, attempt 1/3)" in log
+    assert ("[scheduler] Starting job test-noop (trigger=manual, scheduled=-, lock=acquired, ttl=30s, attempt 1/3)"
+            in log)
     assert f"[scheduler] Job test-noop succeeded in {run.duration_ms}ms: 7 items (attempt 1/3)" in log
     # and the lock is gone
     assert job_redis.get(get_spec("test-noop").lock_key) is None
@@ -108,7 +110,7 @@ def test_three_attempts_with_one_and_two_second_backoff_and_the_lock_held_betwee
     assert job_redis.get(key) is None
     run = JobRun.objects.get(task_id=task_id)
     assert (run.status, run.attempts) == ("SUCCEEDED", 3)
-    assert 3000 <= run.duration_ms < 5000
+    assert run.duration_ms is not None and 3000 <= run.duration_ms < 5000
 
 
 def test_the_retry_countdowns_are_one_then_two_seconds_whatever_the_random_source(job_redis, monkeypatch):
@@ -142,8 +144,9 @@ def test_a_job_failing_three_times_is_failed_with_its_traceback(worker, job_redi
     assert "Traceback" in run.error and "FlakyError: planned failure of test-flaky on attempt 3" in run.error
     assert len(attempts_of(job_redis, "test-flaky")) == 3
     wait_until_finished(job_redis, "test-flaky", run.task_id)
-    failed_line_and_after = worker.log()[log_start:].split(f"Job test-flaky failed after 3 attempts in {run.duration_ms}ms: "
-                                                          "FlakyError: planned failure of test-flaky on attempt 3\n")
+    failed_line_and_after = worker.log()[log_start:].split(
+        f"Job test-flaky failed after 3 attempts in {run.duration_ms}ms: "
+        "FlakyError: planned failure of test-flaky on attempt 3\n")
     assert len(failed_line_and_after) == 2, worker.log()[log_start:]
     traceback_lines = re.split(r"\n(?=\d{4}-\d\d-\d\d )", failed_line_and_after[1], maxsplit=1)[0]  # to the next record
     assert traceback_lines.startswith("Traceback (most recent call last)")

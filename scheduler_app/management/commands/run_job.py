@@ -127,7 +127,9 @@ class Command(BaseCommand):
                                   + (f"run {run.pk}" if run else "a run"))
             return EXIT_SKIPPED
         if not local:
-            self.stdout.write(f"Sent job {name} as task {result.id}; waiting for the worker (Ctrl-C stops waiting, not the job)")
+            self.stdout.write(
+                f"Sent job {name} as task {result.id}; waiting for the worker (Ctrl-C stops waiting, not the job)"
+            )
             try:
                 result.get(timeout=timeout, propagate=False, interval=0.2)
             except Exception as exc:  # celery.exceptions.TimeoutError
@@ -197,7 +199,9 @@ def _scheduled_time(name: str, text: str) -> dt.datetime:
             schedule.tz = dj_timezone.get_default_timezone()
         fires = slot_for(schedule, moment) == moment
     except (TypeError, ValueError) as exc:
-        raise CommandError(f"job {name}: its schedule has no scheduled times to run ({exc})", returncode=EXIT_USAGE) from None
+        raise CommandError(
+            f"job {name}: its schedule has no scheduled times to run ({exc})", returncode=EXIT_USAGE
+        ) from None
     if moment > dj_timezone.now():
         raise CommandError(f"--scheduled-for={iso(moment)} has not come yet; beat will run it", returncode=EXIT_USAGE)
     if not fires:

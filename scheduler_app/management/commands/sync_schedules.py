@@ -1,4 +1,7 @@
-"""``manage.py sync_schedules [--dry-run | --check]``: create missing job schedules, apply env overrides (SPEC §1, §10)."""
+"""``manage.py sync_schedules [--dry-run | --check]``.
+
+Create missing job schedules, apply env overrides (SPEC §1, §10).
+"""
 
 from __future__ import annotations
 
