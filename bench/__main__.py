@@ -79,9 +79,11 @@ class Sizes:
 
 
 FULL = Sizes(archive_rows=1_000_000, naive_rows=5_000, status_groups=100_000, status_rounds=3, summary_groups=500,
-             summary_smtp_groups=2_000, lock_ops=3_000, lock_rounds=11, dispatch_samples=50, dispatch_runs=100, admin_rows=1_000_000)
+             summary_smtp_groups=2_000, lock_ops=3_000, lock_rounds=11, dispatch_samples=50, dispatch_runs=100,
+             admin_rows=1_000_000)
 QUICK = Sizes(archive_rows=100_000, naive_rows=2_000, status_groups=10_000, status_rounds=3, summary_groups=50,
-              summary_smtp_groups=200, lock_ops=2_000, lock_rounds=5, dispatch_samples=20, dispatch_runs=40, admin_rows=100_000)
+              summary_smtp_groups=200, lock_ops=2_000, lock_rounds=5, dispatch_samples=20, dispatch_runs=40,
+              admin_rows=100_000)
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -47,7 +47,8 @@ def _raw(backend: OwnedRedisBackend, tokens: list[str]) -> float:
 
 def run(*, ops: int, rounds: int, log=print) -> dict[str, float | int]:
     """``rounds`` rounds of ``ops`` acquire+release per side; return the ``lock.*`` keys."""
-    backend = OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+    once: dict = settings.CELERY_ONCE
+    backend = OwnedRedisBackend(once["settings"])
     backend.redis.delete(KEY)
     tokens = [f"bench-lock:{n}:{'x' * 32}" for n in range(BLOCK)]  # about the size of a job's task id
     blocks = max(ops // BLOCK, 1)

@@ -35,8 +35,8 @@ from contributions.services import generate_weekly_summaries, send_summaries_to_
 from devtools.embedded_redis import free_port
 from groups.models import Group, Membership, Round
 
-NOW = dt.datetime(2026, 11, 30, 10, 0, 0, tzinfo=dt.timezone.utc)
-WEEK_START = dt.datetime(2026, 11, 23, 0, 0, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 30, 10, 0, 0, tzinfo=dt.UTC)
+WEEK_START = dt.datetime(2026, 11, 23, 0, 0, 0, tzinfo=dt.UTC)
 MEMBERS_PER_GROUP = 10
 ROUNDS_PER_GROUP = 5
 CURRENT_ROUND = 4
@@ -65,7 +65,8 @@ def seed(groups: int) -> tuple[int, int]:
          "contract_address", "contract_deployed_at", "created_at", "activated_at"),
         f"'Savings circle ' || i, 'ACTIVE', 3, 12, 50, 'USD', {ROUNDS_PER_GROUP}, '0x' || i, {p}, {p}, {p}",
         groups,
-        [sql.ts(NOW - dt.timedelta(days=100)), sql.ts(NOW - dt.timedelta(days=110)), sql.ts(NOW - dt.timedelta(days=90))],
+        [sql.ts(NOW - dt.timedelta(days=100)), sql.ts(NOW - dt.timedelta(days=110)),
+         sql.ts(NOW - dt.timedelta(days=90))],
     )
     first_group = sql.min_id(Group)
     m = MEMBERS_PER_GROUP
@@ -186,7 +187,7 @@ class SinkProcess:
             [sys.executable, "-m", "devtools.smtp_sink", str(self.port), str(self.path)], cwd=ROOT,
             stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=die_with_parent(),
         )
-        if self.process.stdout.readline().strip() != b"ready":
+        if self.process.stdout is None or self.process.stdout.readline().strip() != b"ready":
             raise RuntimeError("the benchmark's SMTP server did not start")
 
     def env(self) -> dict[str, str]:
@@ -261,7 +262,7 @@ def _reset_deliveries() -> None:
 
 
 def _baseline(smtp: SinkProcess, expected: int) -> tuple[float, float]:
-    """Django's own loop: render the same messages, send them over one SMTP connection; (emails/s, send-only emails/s)."""
+    """Django's own loop: the same messages rendered and sent over one connection; (emails/s, send-only emails/s)."""
     from django.core.mail import get_connection
 
     summaries = generate_weekly_summaries(now=NOW)
@@ -325,7 +326,7 @@ def _pipeline(smtp: SinkProcess, expected: int, *, processes: int, workdir: str,
 
 
 def run_smtp(*, groups: int, workdir: str | None = None, log=print) -> dict[str, float | int]:
-    """The job end to end through aiosmtpd with 1 and 2 worker processes, beside Django's own loop; ``summaries.smtp_*``."""
+    """The job end to end through aiosmtpd with 1 and 2 worker processes, and Django's loop: ``summaries.smtp_*``."""
     workdir = workdir or tempfile.mkdtemp(prefix="bench-smtp-")
     log(f"summaries: seeding {groups:,} groups x {MEMBERS_PER_GROUP} members for the SMTP runs")
     _, emails = seed(groups)

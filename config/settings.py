@@ -164,7 +164,7 @@ DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = (env_str("DJANGO_SECRET_KEY") or "").strip() or None
 if not SECRET_KEY:
     if DEBUG:
-        SECRET_KEY = "django-insecure-dev-key-only-used-with-DJANGO_DEBUG-true"
+        SECRET_KEY = "django-insecure-dev-key-only-used-with-DJANGO_DEBUG-true"  # noqa: S105 - DEBUG only, by design
     else:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is unset: set it, or set DJANGO_DEBUG=true to use the development key"
@@ -251,7 +251,8 @@ try:
         warnings.simplefilter("ignore")
         _db = env.db_url_config(_database_url)
 except Exception as exc:
-    raise _bad("DATABASE_URL", _database_url, f"a database URL such as sqlite:///db.sqlite3 or postgres://user@host:5432/name ({exc})") from None
+    raise _bad("DATABASE_URL", _database_url,
+               f"a database URL such as sqlite:///db.sqlite3 or postgres://user@host:5432/name ({exc})") from None
 if _db.get("ENGINE") not in ("django.db.backends.sqlite3", "django.db.backends.postgresql"):
     raise _bad("DATABASE_URL", _database_url, "a sqlite:///path or postgres://user@host:5432/name URL")
 if not _db.get("NAME"):
@@ -260,7 +261,8 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the worker, beat and web processes read while one writes; the
     # busy timeout makes a writer wait for the lock instead of failing at once.
     _db.setdefault("OPTIONS", {})
-    _db["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
+    _db["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE",
+                           "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
     _test_name = env_str("DJANGO_TEST_SQLITE_NAME")
     _db["TEST"] = {"NAME": _test_name or str(RUN_DIR / "test-db.sqlite3")}
 else:
@@ -306,11 +308,11 @@ def _redis_url() -> str:
             raise _bad("REDIS_URL", url, "a URL whose database (the path) is a number from 0 to 15")
         return url
     host = env_str("REDIS_HOST", "localhost")
-    port = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
-    db = env_int("REDIS_DB", 0, minimum=0, maximum=15)
+    redis_port = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
+    redis_db = env_int("REDIS_DB", 0, minimum=0, maximum=15)
     password = env_str("REDIS_PASSWORD")
     auth = f":{quote(password, safe='')}@" if password else ""
-    return f"redis://{auth}{host}:{port}/{db}"
+    return f"redis://{auth}{host}:{redis_port}/{redis_db}"
 
 
 REDIS_URL = _redis_url()
@@ -383,7 +385,8 @@ for _name in ("archive-audit-logs", "send-contribution-summaries", "update-group
     _value = env_crontab(_var)
     if _value:
         JOB_SCHEDULE_OVERRIDES[_name] = _value
-_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES", "SCHEDULE_UPDATE_GROUP_STATUSES",
+_SCHEDULE_VARS = {"SCHEDULE_ARCHIVE_AUDIT_LOGS", "SCHEDULE_SEND_CONTRIBUTION_SUMMARIES",
+                  "SCHEDULE_UPDATE_GROUP_STATUSES",
                   "SCHEDULE_CHECK_SCHEDULES", "SCHEDULE_PRUNE_JOB_RUNS",
                   "SCHEDULE_GRACE_SECONDS"}  # a setting, not a job's crontab
 for _var in os.environ:
@@ -398,7 +401,8 @@ if _email_url:
     try:
         _email = env.email_url_config(_email_url)
     except Exception as exc:
-        raise _bad("EMAIL_URL", _email_url, f"an email URL such as smtp://user:pw@host:587 or consolemail:// ({exc})") from None
+        raise _bad("EMAIL_URL", _email_url,
+                   f"an email URL such as smtp://user:pw@host:587 or consolemail:// ({exc})") from None
     vars().update(_email)
 else:
     EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -435,7 +439,7 @@ def _check_sender(var: str, value: str) -> None:
                    "an email address, or 'Name <address>', e.g. Savings groups <noreply@example.org>") from None
 
 
-_check_sender("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL)
+_check_sender("DEFAULT_FROM_EMAIL", DEFAULT_FROM_EMAIL or "")
 
 
 def _check_email_backend(path: str) -> None:
@@ -450,7 +454,7 @@ def _check_email_backend(path: str) -> None:
         raise _bad("EMAIL_BACKEND", path, "an importable backend such as django.core.mail.backends.smtp.EmailBackend")
 
 
-_check_email_backend(EMAIL_BACKEND)
+_check_email_backend(EMAIL_BACKEND or "")
 
 # --- Logging (SPEC §7) -----------------------------------------------------
 
@@ -493,9 +497,11 @@ if SENTRY_DSN:
     from config.sentry import init_sentry
 
     try:
-        init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT, traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
+        init_sentry(dsn=SENTRY_DSN, environment=SENTRY_ENVIRONMENT or "production",
+                    traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE)
     except Exception as exc:  # sentry_sdk.utils.BadDsn
-        raise _bad("SENTRY_DSN", SENTRY_DSN, f"a Sentry DSN such as https://key@o0.ingest.sentry.io/0 ({exc})") from None
+        raise _bad("SENTRY_DSN", SENTRY_DSN,
+                   f"a Sentry DSN such as https://key@o0.ingest.sentry.io/0 ({exc})") from None
 
 # --- Scheduler -------------------------------------------------------------
 

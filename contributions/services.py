@@ -39,6 +39,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
+from typing import Any
 
 from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.conf import settings
@@ -53,7 +54,9 @@ from django.db.models import (
     DecimalField,
     Exists,
     F,
+    Field,
     IntegerField,
+    Model,
     OuterRef,
     Q,
     Subquery,
@@ -208,10 +211,10 @@ def _insert_missing_summaries(*, start: dt.datetime, end: dt.datetime, created_a
     ).values_list("pk", "summary_week_start", "week_count", "week_total", "summary_created_at")
     # values_list keeps this order in the SELECT (Django >= 5.2), matching the columns below.
     select_sql, select_params = source.query.get_compiler(using=alias).as_sql()
-    columns = ", ".join(quote(meta.get_field(name).column) for name in (
+    columns = ", ".join(quote(_column(WeeklySummary, name)) for name in (
         "group", "week_start", "contribution_count", "total_amount", "created_at",
     ))
-    conflict = ", ".join(quote(meta.get_field(name).column) for name in ("group", "week_start"))
+    conflict = ", ".join(quote(_column(WeeklySummary, name)) for name in ("group", "week_start"))
     # The SELECT has a WHERE clause, which SQLite needs to parse ON CONFLICT after it.
     sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) {select_sql} ON CONFLICT ({conflict}) DO NOTHING"
     with connection.cursor() as cursor:
@@ -522,7 +525,7 @@ class _WeekLookups:
                                            confirmed_at__lt=end)
         mine = mine.filter(membership_id__in=membership_ids) if membership_ids is not None else mine.filter(
             group_id__in=group_ids)
-        own: dict[int, list[dict]] = defaultdict(list)
+        own: dict[int, list[Any]] = defaultdict(list)
         for row in mine.order_by("confirmed_at", "pk").values("membership_id", "amount", "confirmed_at",
                                                               "round__number"):
             own[row["membership_id"]].append(row)
@@ -695,10 +698,10 @@ def _insert_pending(week_start: dt.date, *, run_id: int | None, alias: str) -> i
         .values_list("delivery_summary", "pk", "delivery_status", "delivery_run", "delivery_empty", "delivery_empty")
     )
     select_sql, select_params = source.query.get_compiler(using=alias).as_sql()
-    columns = ", ".join(quote(meta.get_field(name).column) for name in (
+    columns = ", ".join(quote(_column(SummaryDelivery, name)) for name in (
         "summary", "membership", "status", "run_id", "claimed_by", "reason",
     ))
-    conflict = ", ".join(quote(meta.get_field(name).column) for name in ("summary", "membership"))
+    conflict = ", ".join(quote(_column(SummaryDelivery, name)) for name in ("summary", "membership"))
     sql = f"INSERT INTO {quote(meta.db_table)} ({columns}) {select_sql} ON CONFLICT ({conflict}) DO NOTHING"
     with connection.cursor() as cursor:
         cursor.execute(sql, select_params)
@@ -756,7 +759,7 @@ def send_delivery_batch(*, run_id: int | None, first_id: int, until_id: int | No
     user_model = get_user_model()
     username_field = user_model.USERNAME_FIELD
     email_field = user_model.get_email_field_name()
-    claimed = list(
+    claimed: list[SummaryDelivery] = list(
         rows.filter(status=SummaryDelivery.Status.SENDING, claimed_by=token)
         .annotate(opted_out=Exists(_opted_out(OuterRef("membership__user_id"))))
         .select_related("summary__group", "membership__user")
@@ -781,7 +784,7 @@ def send_delivery_batch(*, run_id: int | None, first_id: int, until_id: int | No
         for row in week_rows:
             member = row.membership
             email = (getattr(member.user, email_field) or "").strip()
-            if row.opted_out:
+            if row.opted_out:  # type: ignore[attr-defined]  # annotated by the claim query above
                 skipped[SummaryDelivery.REASON_UNSUBSCRIBED].append(row.pk)
                 result.unsubscribed += 1
                 continue
@@ -796,6 +799,14 @@ def send_delivery_batch(*, run_id: int | None, first_id: int, until_id: int | No
             outgoing.append(_Outgoing(delivery_id=row.pk, membership_id=member.pk, message=message))
     _send_and_record(outgoing, skipped, result)
     return result
+
+
+def _column(model: type[Model], name: str) -> str:
+    """The database column of ``model``'s concrete field ``name`` (narrowed for the type checker)."""
+    field = model._meta.get_field(name)
+    if not isinstance(field, Field) or field.column is None:
+        raise TypeError(f"{model.__name__}.{name} is not a field with a database column")
+    return field.column
 
 
 def _send_and_record(outgoing: list[_Outgoing], skipped: dict[str, list[int]], result: BatchResult) -> None:
@@ -815,6 +826,9 @@ def _send_and_record(outgoing: list[_Outgoing], skipped: dict[str, list[int]], r
         if outgoing:
             connection.open()
         for item in outgoing:
+            delivery_id = item.delivery_id
+            if delivery_id is None:  # every message sent here has its delivery row
+                raise ValueError("an outgoing summary without its delivery row")
             try:
                 accepted = connection.send_messages([item.message])
             except _MAIL_ERRORS as exc:
@@ -822,15 +836,15 @@ def _send_and_record(outgoing: list[_Outgoing], skipped: dict[str, list[int]], r
                 if skip is None:
                     raise
                 if skip == "invalid":
-                    skipped[SummaryDelivery.REASON_INVALID].append(item.delivery_id)
+                    skipped[SummaryDelivery.REASON_INVALID].append(delivery_id)
                     result.invalid += 1
                 else:
                     refused[f"refused by the mail server ({_safe_codes(exc) or type(exc).__name__})"].append(
-                        item.delivery_id)
+                        delivery_id)
                     result.refused += 1
                 continue
             if accepted:
-                sent.append(item.delivery_id)
+                sent.append(delivery_id)
         result.finished = True
     except _MAIL_ERRORS as exc:
         failure = SummarySendError(
@@ -869,7 +883,7 @@ def _record(*, sent: list[int], skipped: dict[str, list[int]], refused: dict[str
 
 
 def give_up_batch(*, run_id: int | None, first_id: int, until_id: int | None, token: str, why: str) -> int:
-    """Record the batch's deliveries still claimed under ``token`` as FAILED ``why`` (retries spent); return how many."""
+    """Record the deliveries still claimed under ``token`` as FAILED ``why`` (retries spent); return how many."""
     rows = SummaryDelivery.objects.filter(run_id=run_id, id__gte=first_id, status=SummaryDelivery.Status.SENDING,
                                           claimed_by=token)
     if until_id is not None:
@@ -956,7 +970,7 @@ def opt_out_of_summaries(*, user, source: str, actor=None) -> bool:
 
 
 def opt_in_to_summaries(*, user, actor=None) -> bool:
-    """Remove ``user``'s opt-out (the next run sends to them again), audited ``SUMMARY_RESUBSCRIBED``; True if removed."""
+    """Remove ``user``'s opt-out (the next run sends to them again), audited; True if removed."""
     with transaction.atomic(using=router.db_for_write(SummaryOptOut)):
         deleted, _ = SummaryOptOut.objects.filter(user=user).delete()
         if deleted:

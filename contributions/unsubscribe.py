@@ -40,7 +40,7 @@ def make_token(user_id: int) -> str:
 
 def unsubscribe_url(user_id: int) -> str:
     """The absolute one-click unsubscribe URL of ``user_id``, on ``SITE_URL``."""
-    return settings.SITE_URL.rstrip("/") + reverse("contributions:unsubscribe", args=[make_token(user_id)])
+    return str(settings.SITE_URL).rstrip("/") + reverse("contributions:unsubscribe", args=[make_token(user_id)])
 
 
 @csrf_exempt

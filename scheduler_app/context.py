@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scheduler_app.registry import JobSpec
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 logger = logging.getLogger("scheduler")
 
 #: Attempts of one run in all (SPEC §3): the first and two retries.
@@ -45,7 +45,7 @@ def make_task_id(job_name: str, scheduled_for: dt.datetime | None) -> str:
 
 
 def slot_of_task_id(task_id: str) -> str | None:
-    """The scheduled-time part of a task id made by :func:`make_task_id` (``"manual"`` for manual runs; None for other ids)."""
+    """The scheduled-time part of a task id made by :func:`make_task_id` (``"manual"``; None for other ids)."""
     parts = task_id.split(":")
     return parts[1] if len(parts) == 3 else None
 
@@ -157,7 +157,7 @@ class JobContext:
         if self.run_id and not self.dry_run:
             from scheduler_app.models import JobRun
 
-            JobRun.objects.defer(self.run_id, total=total, within_s=within_s, what=what)
+            JobRun.objects.defer_run(self.run_id, total=total, within_s=within_s, what=what)
         return Deferred(total=total, what=what)
 
 

@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from celery_once.tasks import AlreadyQueued
@@ -346,7 +346,8 @@ def default_backend() -> OwnedRedisBackend:
     """The lock backend on the Redis of ``settings.CELERY_ONCE`` (the jobs' lock store)."""
     from django.conf import settings
 
-    return OwnedRedisBackend(settings.CELERY_ONCE["settings"])
+    once: dict[str, Any] = settings.CELERY_ONCE
+    return OwnedRedisBackend(once["settings"])
 
 
 def _take(name: str, ttl_seconds: float) -> Lock | None:

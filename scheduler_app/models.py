@@ -44,7 +44,7 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
 
     def record_skip(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
                     reason: str, dry_run: bool, worker: str | None = None) -> JobRun | None:
-        """Insert a SKIPPED run (``reason``: a :class:`JobRun.SkipReason`); return it, or the row already under ``task_id``.
+        """Insert a SKIPPED run (``reason``: a :class:`JobRun.SkipReason`); return it, or the row under ``task_id``.
 
         ``worker``: who recorded it (default this process's ``hostname:pid``); a sender names itself.
         """
@@ -61,7 +61,7 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
 
     def begin(self, *, job: str, existing: JobRun | None, task_id: str, trigger: str,
               scheduled_for: dt.datetime | None, attempt: int, dry_run: bool) -> JobRun | None:
-        """Start attempt ``attempt`` (1-based): insert the run on the first, bump ``attempts`` of ``existing`` on a retry.
+        """Start attempt ``attempt`` (1-based): insert the run on the first, bump ``existing.attempts`` on a retry.
 
         Returns None when another delivery got there first: the scheduled
         time's working run exists (unique constraint), or a second delivery of
@@ -109,9 +109,9 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         ))
 
     def mark_lost(self, job: str, *, exclude_task_id: str) -> int:
-        """Mark ``job``'s other RUNNING runs FAILED: the caller holds the job's lock, so their holder is gone. Returns how many.
+        """Mark ``job``'s other RUNNING runs FAILED (the caller holds the lock, their holder is gone); return how many.
 
-        A deferred run (:meth:`defer`) holds no lock while its tasks run: it is
+        A deferred run (:meth:`defer_run`) holds no lock while its tasks run: it is
         lost only once its ``deferred_until`` has passed.
         """
         now = timezone.now()
@@ -130,7 +130,7 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         return max(int((timezone.now() - run.started_at).total_seconds() * 1000), 0)
 
     def finish(self, run: JobRun, status: str, *, items: int | None = None, error: str = "") -> int:
-        """Write a run's outcome (``status``: SUCCEEDED or FAILED); return its duration in milliseconds since ``started_at``.
+        """Write a run's outcome (``status``: SUCCEEDED or FAILED); return its duration since ``started_at`` in ms.
 
         ``items`` None keeps the count the run last reported (:meth:`record_progress`), so a failed
         run shows how far it got.
@@ -144,11 +144,11 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         return duration
 
     def record_progress(self, run_id: int, *, items: int, detail: str = "") -> bool:
-        """Store a RUNNING run's items done so far and a short ``detail`` (e.g. ``"3/10 batches"``); False if it ended."""
+        """Store a RUNNING run's items done so far and a short ``detail`` (``"3/10 batches"``); False if it ended."""
         return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(
             items_processed=items, progress=detail[:255]))
 
-    def defer(self, run_id: int, *, total: int, within_s: int, what: str = "batches") -> bool:
+    def defer_run(self, run_id: int, *, total: int, within_s: int, what: str = "batches") -> bool:
         """Mark a RUNNING run as deferred: its work goes on in ``total`` tasks, expected within ``within_s`` seconds.
 
         Resets the parts done (a retried dispatch starts over). False if the run is not RUNNING.
@@ -202,7 +202,7 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
 
     def record_revoked(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
                        dry_run: bool, why: str) -> None:
-        """A message revoked or expired before it ran: its RUNNING run, or a new row, becomes FAILED ``Revoked: why``."""
+        """A message revoked or expired before it ran: its RUNNING run (or a new row) is FAILED ``Revoked: why``."""
         now = timezone.now()
         error = f"Revoked: {why}."
         updated = self.filter(task_id=task_id, status=JobRun.Status.RUNNING).update(
@@ -261,22 +261,26 @@ class JobRun(models.Model):
 
     job = models.CharField(max_length=100, db_index=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
-    scheduled_for = models.DateTimeField(null=True, blank=True, help_text="The scheduled time this run belongs to (UTC); empty for manual runs.")
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="The scheduled time this run belongs to (UTC); empty for manual runs.")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
     skip_reason = models.CharField(max_length=20, choices=SkipReason.choices, default="", blank=True)
     dry_run = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(null=True, blank=True)
-    duration_ms = models.PositiveIntegerField(null=True, blank=True, help_text="From the first attempt's start to the end of the last, in milliseconds.")
+    duration_ms = models.PositiveIntegerField(
+        null=True, blank=True, help_text="From the first attempt's start to the end of the last, in milliseconds.")
     items_processed = models.PositiveIntegerField(null=True, blank=True, help_text="Items done; while RUNNING, so far.")
-    progress = models.CharField(max_length=255, blank=True, help_text="What a running job last reported, e.g. '3/10 batches'.")
+    progress = models.CharField(
+        max_length=255, blank=True, help_text="What a running job last reported, e.g. '3/10 batches'.")
     deferred_until = models.DateTimeField(
         null=True, blank=True,
         help_text="A deferred run (its work handed to other tasks) is not marked lost before this time.")
     parts_total = models.PositiveIntegerField(default=0, help_text="A deferred run's tasks (e.g. batches).")
     parts_done = models.PositiveIntegerField(default=0, help_text="Of those, finished so far.")
-    worker = models.CharField(max_length=255, blank=True, help_text="Celery worker hostname and pid, or the host of a --local run.")
+    worker = models.CharField(
+        max_length=255, blank=True, help_text="Celery worker hostname and pid, or the host of a --local run.")
     task_id = models.CharField(max_length=255, unique=True)
     error = models.TextField(blank=True)
 
@@ -318,7 +322,8 @@ class SchedulePause(models.Model):
     reason = models.TextField()
     paused_by = models.CharField(max_length=255, help_text="Who paused it: an admin user, a command, …")
     paused_at = models.DateTimeField()
-    until = models.DateTimeField(null=True, blank=True, help_text="Resumed automatically at this time (UTC); empty: until resumed.")
+    until = models.DateTimeField(
+        null=True, blank=True, help_text="Resumed automatically at this time (UTC); empty: until resumed.")
 
     class Meta:
         ordering = ["periodic_task__name"]

@@ -100,7 +100,7 @@ class Attempt:
 
 
 def outcome(status: str, *, run: JobRun | None, skip_reason: str = "", items: int | None = None) -> dict:
-    """The task's return value: ``{"status", "skip_reason", "items_processed", "run_id"}`` (stored as the Celery result)."""
+    """The task's return value (the Celery result): ``{"status", "skip_reason", "items_processed", "run_id"}``."""
     return {"status": status, "skip_reason": skip_reason, "items_processed": items,
             "run_id": run.pk if run is not None else None}
 
@@ -382,9 +382,10 @@ class JobTask(QueueOnce):
 
     def _record_refused_send(self, task_id: str, trigger: str, scheduled_for: dt.datetime | None, held: LockHeld, *,
                              dry_run: bool) -> None:
-        """A send refused by the lock: a duplicate of the holder's scheduled time is only logged, anything else is a SKIPPED ``lock_held``."""
+        """A send refused by the lock: a duplicate of the holder's time is only logged, else a SKIPPED ``lock_held``."""
         holder = held.holder
-        if scheduled_for is not None and holder is not None and slot_of_task_id(holder.token) == slot_of_task_id(task_id):
+        if scheduled_for is not None and holder is not None \
+                and slot_of_task_id(holder.token) == slot_of_task_id(task_id):
             logger.info("Job %s skipped: scheduled time %s is already being run by task %s (duplicate trigger)",
                         self.spec.name, iso(scheduled_for), holder.token)
             return

@@ -161,6 +161,7 @@ def test_membership_and_completion_times_are_consistent():
     assert completed_groups.count() >= 20
     for group in completed_groups:
         assert group.rounds_done == group.total_rounds
+        assert group.activated_at is not None and group.completed_at is not None, group.name
         assert group.activated_at <= group.last_round_done <= group.completed_at <= NOW, group.name
     # and no round completed in the future
     assert not Round.objects.filter(completed_at__gt=NOW).exists()

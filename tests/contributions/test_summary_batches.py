@@ -60,7 +60,7 @@ def planned_run():
         summaries = generate_weekly_summaries()
         run = JobRun.objects.create(job="send-contribution-summaries", trigger="manual", started_at=timezone.now(),
                                     task_id="send-contribution-summaries:manual:test", attempts=1)
-        JobRun.objects.defer(run.pk, total=1, within_s=3600)
+        JobRun.objects.defer_run(run.pk, total=1, within_s=3600)
         plan = plan_deliveries(summaries[0].week_start, run_id=run.pk, batch_size=5)
     assert (plan.pending, len(plan.batches)) == (3, 1)
     return run, plan.batches[0]

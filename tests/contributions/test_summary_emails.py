@@ -97,7 +97,8 @@ def test_each_active_member_with_an_email_gets_one_email(harbour, mailoutbox):
     assert sorted(m.to[0] for m in mailoutbox) == ["alice@example.com", "bob@example.com", "erin@example.com"]
     assert all(len(m.to) == 1 for m in mailoutbox)
     assert delivered_to() == ["alice", "bob", "erin"]
-    assert set(SummaryDelivery.objects.filter(status="SENT").values_list("summary__week_start", flat=True)) == {dt.date(2026, 11, 23)}
+    sent_rows = SummaryDelivery.objects.filter(status="SENT")
+    assert set(sent_rows.values_list("summary__week_start", flat=True)) == {dt.date(2026, 11, 23)}
 
 
 @time_machine.travel(MONDAY_RUN, tick=False)
@@ -117,7 +118,7 @@ def test_email_holds_totals_own_contributions_round_recipient_and_amount_owed(ha
     assert "Recipient: you (bob)" in text
     assert "You still owe: 30.00 USD" in text
     [(html, mimetype)] = bob.alternatives
-    assert mimetype == "text/html"
+    assert mimetype == "text/html" and isinstance(html, str)
     assert "160.00 USD" in html and "<strong>30.00 USD</strong>" in html and "you (bob)" in html
 
     # and alice's: paid in full, bob receives
@@ -178,7 +179,8 @@ def test_the_next_weeks_run_sends_to_the_same_members_again(harbour, mailoutbox)
     assert {m.subject for m in second_week} == {"Harbour Savers: your summary for the week of 30 Nov 2026"}
     # nothing of the scenario was confirmed in that week
     assert all("Confirmed contributions: 0" in m.body and "Total confirmed: 0.00 USD" in m.body for m in second_week)
-    assert sorted(SummaryDelivery.objects.filter(status="SENT").values_list("summary__week_start", "membership__user__username")) == [
+    sent_rows = SummaryDelivery.objects.filter(status="SENT")
+    assert sorted(sent_rows.values_list("summary__week_start", "membership__user__username")) == [
         (dt.date(2026, 11, 23), "alice"), (dt.date(2026, 11, 23), "bob"), (dt.date(2026, 11, 23), "erin"),
         (dt.date(2026, 11, 30), "alice"), (dt.date(2026, 11, 30), "bob"), (dt.date(2026, 11, 30), "erin"),
     ]

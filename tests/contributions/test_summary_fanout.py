@@ -14,7 +14,6 @@ gave up on, after its retries, fail the run.
 
 from __future__ import annotations
 
-
 import pytest
 from celery import current_app
 
@@ -96,7 +95,9 @@ def test_every_member_gets_one_summary_through_smtp_and_a_second_trigger_sends_n
                 assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
                 url = str(message["List-Unsubscribe"]).strip().strip("<>")
                 assert url.startswith("http://localhost:8000/summaries/unsubscribe/")
-                assert f"Unsubscribe: {url}" in message.get_body(("plain",)).get_content()
+                plain = message.get_body(("plain",))
+                assert plain is not None
+                assert f"Unsubscribe: {url}" in plain.get_content()
 
             # when: a second trigger for the same week, after the first ended
             second = wait_until_finished(trigger("fanout").id)

@@ -33,8 +33,8 @@ from devtools.smtp_sink import SmtpSink
 from groups.models import Group, Round
 from scheduler_app.jobs import get_spec
 from scheduler_app.models import JobRun
-from tests.factories import make_group, make_members, make_round
 from tests.contributions.test_summary_fanout import start_worker
+from tests.factories import make_group, make_members, make_round
 from tests.processes import wait_for, wait_for_worker
 
 pytestmark = pytest.mark.django_db(transaction=True)

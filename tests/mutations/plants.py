@@ -44,7 +44,8 @@ PLANTS: list[Plant] = [
     ),
     Plant(
         name="delivered-ever",
-        description="2. one delivery ever means never another: deliveries point at the group's first summary, not the week's",
+        description=("2. one delivery ever means never another: deliveries point at the group's first summary, "
+                     "not the week's"),
         edits=(Edit(
             "contributions/services.py",
             'WeeklySummary.objects.filter(group=OuterRef("group_id"), week_start=week_start).values("pk")',

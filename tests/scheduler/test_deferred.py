@@ -30,7 +30,7 @@ def running(task_id: str = "job:manual:1") -> JobRun:
 @time_machine.travel(at("2026-11-30 09:00:00"), tick=False)
 def test_parts_are_counted_and_complete_ends_the_run_once(caplog):
     run = running()
-    assert JobRun.objects.defer(run.pk, total=3, within_s=600)
+    assert JobRun.objects.defer_run(run.pk, total=3, within_s=600)
     assert JobRun.objects.record_part_done(run.pk, items=5)
     assert JobRun.objects.record_part_done(run.pk, items=4)
     run.refresh_from_db()
@@ -48,7 +48,7 @@ def test_parts_are_counted_and_complete_ends_the_run_once(caplog):
 def test_a_deferred_run_is_not_marked_lost_before_its_deadline_and_is_after():
     with time_machine.travel(at("2026-11-30 09:00:00"), tick=False):
         deferred = running("job:manual:deferred")
-        JobRun.objects.defer(deferred.pk, total=2, within_s=3600)
+        JobRun.objects.defer_run(deferred.pk, total=2, within_s=3600)
         plain = running("job:manual:plain")
         # a later run takes the lock an hour minus a second later
     with time_machine.travel(at("2026-11-30 09:59:59"), tick=False):
@@ -61,4 +61,5 @@ def test_a_deferred_run_is_not_marked_lost_before_its_deadline_and_is_after():
         assert JobRun.objects.mark_lost("send-contribution-summaries", exclude_task_id="job:manual:new") == 1
     deferred.refresh_from_db()
     assert deferred.status == JobRun.Status.FAILED
+    assert deferred.finished_at is not None
     assert deferred.finished_at - deferred.started_at == dt.timedelta(hours=1, seconds=1)
