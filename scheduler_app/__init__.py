@@ -2,6 +2,6 @@
 
 The domain apps register their jobs with :func:`scheduler_app.jobs.job`;
 this app never imports a domain app. Ad-hoc code can use the lock API
-(SPEC §6) from :mod:`scheduler_app.locks`: ``acquire_lock``, ``release_lock``,
+(SPEC §6) from :mod:`scheduler_app.lock_api`: ``acquire_lock``, ``release_lock``,
 ``with_lock`` and the ``lock`` context manager.
 """

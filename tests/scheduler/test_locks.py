@@ -7,7 +7,7 @@ import time
 import pytest
 from django.conf import settings
 
-from scheduler_app import locks
+from scheduler_app import lock_api, locks
 from scheduler_app.locks import LockHeld, OwnedRedisBackend
 
 
@@ -51,35 +51,35 @@ def test_renew_only_for_the_holder(backend, job_redis):
 
 
 def test_acquire_release_and_ttl_expiry(job_redis):
-    assert locks.acquire_lock("report", 0.5) is True
-    assert locks.acquire_lock("report", 0.5) is False
+    assert lock_api.acquire_lock("report", 0.5) is True
+    assert lock_api.acquire_lock("report", 0.5) is False
     assert 0 < job_redis.pttl("qo_adhoc_report") <= 500
     time.sleep(0.6)  # the TTL runs out: the lock is free again
-    assert locks.acquire_lock("report", 5) is True
-    assert locks.release_lock("report") is True
-    assert locks.release_lock("report") is False  # nothing held any more
+    assert lock_api.acquire_lock("report", 5) is True
+    assert lock_api.release_lock("report") is True
+    assert lock_api.release_lock("report") is False  # nothing held any more
     assert job_redis.get("qo_adhoc_report") is None
 
 
 def test_release_does_not_remove_another_holders_lock(job_redis):
-    assert locks.acquire_lock("report", 5) is True
+    assert lock_api.acquire_lock("report", 5) is True
     job_redis.set("qo_adhoc_report", "another-process-token")  # ours expired and someone else took it
-    assert locks.release_lock("report") is False
+    assert lock_api.release_lock("report") is False
     assert job_redis.get("qo_adhoc_report") == "another-process-token"
 
 
 def test_with_lock_returns_the_result_or_none_when_held(job_redis):
-    assert locks.with_lock("report", lambda: 42, 5) == 42
+    assert lock_api.with_lock("report", lambda: 42, 5) == 42
     assert job_redis.get("qo_adhoc_report") is None
-    assert locks.acquire_lock("report", 5)
-    assert locks.with_lock("report", lambda: 42, 5) is None
-    locks.release_lock("report")
+    assert lock_api.acquire_lock("report", 5)
+    assert lock_api.with_lock("report", lambda: 42, 5) is None
+    lock_api.release_lock("report")
 
 
 def test_context_manager_form(job_redis):
-    with locks.lock("report", 5) as acquired:
+    with lock_api.lock("report", 5) as acquired:
         assert acquired is True
-        with locks.lock("report", 5) as second:
+        with lock_api.lock("report", 5) as second:
             assert second is False
         assert job_redis.get("qo_adhoc_report") is not None
     assert job_redis.get("qo_adhoc_report") is None
@@ -87,33 +87,33 @@ def test_context_manager_form(job_redis):
 
 def test_an_expired_block_does_not_release_the_next_holders_lock(job_redis):
     # given block A whose lock expires while it still works, and B who takes the lock then
-    with locks.lock("report", 0.2) as a:
+    with lock_api.lock("report", 0.2) as a:
         assert a
         time.sleep(0.3)
-        with locks.lock("report", 30) as b:
+        with lock_api.lock("report", 30) as b:
             assert b
             b_token = job_redis.get("qo_adhoc_report")
         # (B released its own lock on leaving)
         assert job_redis.get("qo_adhoc_report") is None
-        assert locks.acquire_lock("report", 30)  # C, in this thread
+        assert lock_api.acquire_lock("report", 30)  # C, in this thread
         c_token = job_redis.get("qo_adhoc_report")
         assert c_token != b_token
     # when A leaves, C's lock is untouched
     assert job_redis.get("qo_adhoc_report") == c_token
-    assert locks.release_lock("report") is True
+    assert lock_api.release_lock("report") is True
 
 
 def test_another_thread_cannot_release_this_threads_lock(job_redis):
     import threading
 
-    assert locks.acquire_lock("report", 30)
+    assert lock_api.acquire_lock("report", 30)
     released = []
-    worker = threading.Thread(target=lambda: released.append(locks.release_lock("report")))
+    worker = threading.Thread(target=lambda: released.append(lock_api.release_lock("report")))
     worker.start()
     worker.join()
     assert released == [False]
     assert job_redis.get("qo_adhoc_report") is not None
-    assert locks.release_lock("report") is True
+    assert lock_api.release_lock("report") is True
 
 
 @pytest.mark.parametrize(("name", "ttl", "message"), [
@@ -122,7 +122,7 @@ def test_another_thread_cannot_release_this_threads_lock(job_redis):
 ])
 def test_bad_arguments_are_named(name, ttl, message):
     with pytest.raises(ValueError, match=message):
-        locks.acquire_lock(name, ttl)
+        lock_api.acquire_lock(name, ttl)
 
 
 # --- Ownership per acquisition, not per thread (issue 7) ---------------------
@@ -134,17 +134,17 @@ def test_two_asyncio_tasks_in_one_thread_do_not_release_each_others_lock(job_red
     results: dict[str, object] = {}
 
     async def task_a():
-        results["a_acquired"] = locks.acquire_lock("x", 0.5)
+        results["a_acquired"] = lock_api.acquire_lock("x", 0.5)
         await asyncio.sleep(1.0)  # A's lock expires at 0.5 s; B takes it at 0.7 s
-        results["a_released"] = locks.release_lock("x")
+        results["a_released"] = lock_api.release_lock("x")
         results["after_a"] = job_redis.get("qo_adhoc_x")
 
     async def task_b():
         await asyncio.sleep(0.7)
-        results["b_acquired"] = locks.acquire_lock("x", 10)
+        results["b_acquired"] = lock_api.acquire_lock("x", 10)
         results["b_token"] = job_redis.get("qo_adhoc_x")
         await asyncio.sleep(0.6)  # until after A's release
-        results["b_released"] = locks.release_lock("x")
+        results["b_released"] = lock_api.release_lock("x")
 
     async def main():
         await asyncio.gather(task_a(), task_b())
@@ -167,14 +167,14 @@ def test_a_sibling_task_cannot_release_a_lock_it_did_not_acquire(job_redis):
         holder_may_leave = asyncio.Event()
 
         async def holder():
-            assert locks.acquire_lock("x", 30)
+            assert lock_api.acquire_lock("x", 30)
             acquired.set()
             await holder_may_leave.wait()
-            return locks.release_lock("x")
+            return lock_api.release_lock("x")
 
         async def sibling():
             await acquired.wait()
-            released = locks.release_lock("x")
+            released = lock_api.release_lock("x")
             still_there = job_redis.get("qo_adhoc_x") is not None
             holder_may_leave.set()
             return released, still_there
@@ -191,10 +191,10 @@ def test_work_started_from_the_acquirer_after_acquiring_carries_the_acquisition(
     import asyncio
 
     async def main():
-        assert locks.acquire_lock("x", 30)
+        assert lock_api.acquire_lock("x", 30)
         # asyncio.to_thread runs in a copy of this task's context: it holds the same acquisition
-        released_by_helper = await asyncio.to_thread(locks.release_lock, "x")
-        return released_by_helper, locks.release_lock("x")
+        released_by_helper = await asyncio.to_thread(lock_api.release_lock, "x")
+        return released_by_helper, lock_api.release_lock("x")
 
     released_by_helper, released_by_acquirer = asyncio.run(main())
     assert released_by_helper is True
