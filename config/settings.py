@@ -49,7 +49,14 @@ _URL_VARIABLES = ("REDIS_URL", "DATABASE_URL", "EMAIL_URL", "SENTRY_DSN")
 
 
 def _secrets_in(var: str, value: str) -> list[str]:
-    """The parts of ``value`` that must never be printed: a URL's password; for a DSN, its key too."""
+    """The parts of ``value`` that must never be printed: a URL's password; for a DSN, its key too.
+
+    Apprise URLs (``ALERT_URLS``) carry tokens anywhere after the scheme
+    (``slack://T1/B2/token``, ``mailto:user:pw@host``): all of that is secret.
+    """
+    if var == "ALERT_URLS":
+        return [url.strip().partition("://")[2] or url.strip().partition(":")[2] for url in value.split(",")
+                if url.strip()]
     if var not in _URL_VARIABLES or "@" not in value:
         return []
     # Not urlparse: a value bad enough to be reported may not parse (a port "abc" raises).

@@ -91,7 +91,7 @@ def alert_problems(problems, now: dt.datetime | None = None) -> list[str]:
         if _claim(run.job, JobAlert.Kind.FAILED, str(run.pk), line, now):
             notify(f"Scheduler: {line}", line)
             sent.append(line)
-    broken_now = {(p.job, p.why) for p in problems if p.kind == "broken"}
+    broken_now = {(p.job, p.why[:255]) for p in problems if p.kind == "broken"}  # keys are stored cut to 255
     sent.extend(_recoveries(now, broken_now))
     return sent
 

@@ -55,7 +55,9 @@ def schedule_in_words(task) -> tuple[str, str]:
         return f"Every {task.interval.every} {task.interval.period}", "UTC (aligned to the epoch)"
     if task.clocked is not None:
         return f"Once at {task.clocked.clocked_time:%Y-%m-%d %H:%M:%S} UTC", "UTC"
-    return str(task.schedule), "-"
+    if task.solar is not None:  # str(task.schedule) needs the ephem package
+        return f"Solar: {task.solar.event} at ({task.solar.latitude}, {task.solar.longitude})", "-"
+    return "-", "-"
 
 
 def runs_chart(runs: list[JobRun]):

@@ -35,8 +35,9 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
     """The run history's state changes (module docstring)."""
 
     def working_run_exists(self, job: str, scheduled_for: dt.datetime) -> bool:
-        """True when ``scheduled_for`` of ``job`` already has a run that is not SKIPPED (SPEC §3)."""
-        return self.filter(job=job, scheduled_for=scheduled_for).exclude(status=JobRun.Status.SKIPPED).exists()
+        """True when ``scheduled_for`` of ``job`` already has a run that is not SKIPPED nor a dry run (SPEC §3)."""
+        return self.filter(job=job, scheduled_for=scheduled_for, dry_run=False).exclude(
+            status=JobRun.Status.SKIPPED).exists()
 
     def running_under(self, task_id: str) -> bool:
         """True when a RUNNING run owns ``task_id`` (a redelivered copy must leave its lock alone)."""
@@ -299,7 +300,8 @@ class JobRun(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["job", "scheduled_for"],
-                condition=~Q(status="SKIPPED"),
+                # A dry run changes nothing, so it never takes a scheduled time from the real run.
+                condition=~Q(status="SKIPPED") & Q(dry_run=False),
                 name="jobrun_one_working_run_per_slot",
             ),
         ]

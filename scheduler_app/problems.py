@@ -153,7 +153,7 @@ def schedule_problems(task: PeriodicTask, spec: JobSpec, now: dt.datetime,
         return []
     runs: dict[dt.datetime | None, list[tuple[str, dt.datetime]]] = {}
     for scheduled_for, status, started_at in JobRun.objects.filter(
-            job=spec.name, scheduled_for__gte=times[0], scheduled_for__lte=times[-1]).values_list(
+            job=spec.name, scheduled_for__gte=times[0], scheduled_for__lte=times[-1], dry_run=False).values_list(
             "scheduled_for", "status", "started_at"):
         runs.setdefault(scheduled_for, []).append((status, started_at))
     problems = []
@@ -179,10 +179,15 @@ def overrunning(spec: JobSpec, now: dt.datetime) -> list[Problem]:
 
 
 def job_tasks() -> list[tuple[PeriodicTask, JobSpec]]:
-    """Every ``PeriodicTask`` that runs a registered job, with the job's spec (other tasks have no run history)."""
-    by_task = {spec.task_name: spec for spec in load_registry().values()}
-    return [(task, by_task[task.task]) for task in PeriodicTask.objects.select_related(
-        "crontab", "interval", "clocked", "solar").order_by("name") if task.task in by_task]
+    """Each job's ``PeriodicTask`` (the one named after the job, SPEC §3), with the job's spec.
+
+    Another periodic task that happens to run a job's task is not the job's
+    schedule: its runs share the job's history, so it is left out here.
+    """
+    registry = load_registry()
+    return [(task, registry[task.name]) for task in PeriodicTask.objects.select_related(
+        "crontab", "interval", "clocked", "solar").filter(name__in=list(registry)).order_by("name")
+        if task.task == registry[task.name].task_name]
 
 
 def find_problems(now: dt.datetime | None = None) -> list[Problem]:

@@ -23,16 +23,47 @@ from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django_celery_beat.admin import ClockedScheduleAdmin as BeatClockedScheduleAdmin
 from django_celery_beat.admin import CrontabScheduleAdmin as BeatCrontabScheduleAdmin
+from django_celery_beat.admin import IntervalScheduleAdmin as BeatIntervalScheduleAdmin
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
 from django_celery_beat.admin import PeriodicTaskForm as BeatPeriodicTaskForm
-from django_celery_beat.models import CrontabSchedule, PeriodicTask
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from scheduler_app import schedule_services
 from scheduler_app.schedules import CRONTAB_FIELDS, next_fire_times, validate_crontab_fields
 
 admin.site.unregister(PeriodicTask)
 admin.site.unregister(CrontabSchedule)
+admin.site.unregister(IntervalSchedule)
+admin.site.unregister(ClockedSchedule)
+
+
+class SavedAsAdminUser(admin.ModelAdmin):
+    """Saves and deletes run as the admin user (:func:`schedule_services.acting_as`), so the audit log names them."""
+
+    def save_model(self, request, obj, form, change):
+        with schedule_services.acting_as(_actor(request), request.user):
+            super().save_model(request, obj, form, change)
+
+    def delete_model(self, request, obj):
+        with schedule_services.acting_as(_actor(request), request.user):
+            super().delete_model(request, obj)
+
+    def delete_queryset(self, request, queryset):
+        with schedule_services.acting_as(_actor(request), request.user):
+            for obj in queryset:  # one by one, so each delete is audited
+                obj.delete()
+
+
+@admin.register(IntervalSchedule)
+class IntervalScheduleAdmin(SavedAsAdminUser, BeatIntervalScheduleAdmin):
+    """Interval schedules; edits audited as the admin user."""
+
+
+@admin.register(ClockedSchedule)
+class ClockedScheduleAdmin(SavedAsAdminUser, BeatClockedScheduleAdmin):
+    """Clocked (one-off) schedules; edits audited as the admin user."""
 
 
 def _actor(request: HttpRequest) -> str:
@@ -116,6 +147,8 @@ class PauseForm(forms.Form):
         until = self.cleaned_data.get("until")
         if until is not None and until <= timezone.now():
             raise forms.ValidationError(f"{until:%Y-%m-%d %H:%M} is in the past: give a later time, or none")
+        if until is not None and until.year > 9000:
+            raise forms.ValidationError(f"{until:%Y-%m-%d %H:%M} is too far: give a time before the year 9000, or none")
         return until
 
 

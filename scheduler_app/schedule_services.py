@@ -27,6 +27,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 from django.db import transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save, pre_save
@@ -96,14 +97,23 @@ def _text(value: Any) -> str | None:
 
 
 def _snapshot(obj: Model, fields: Iterable[str]) -> dict[str, str | None]:
-    return {name: _text(getattr(obj, name)) for name in fields}
+    return {name: _field_text(obj, name) for name in fields}
+
+
+def _field_text(obj: Model, name: str) -> str | None:
+    try:
+        return _text(getattr(obj, name))
+    except ObjectDoesNotExist:  # a schedule deleted with the task (cascade): name it by its id
+        return f"#{getattr(obj, name + '_id')} (deleted)"
 
 
 def _write_audit(action: str, *, entity_type: str, entity_id: object, details: str, metadata: dict) -> None:
     actor = _actor.get() or Actor("system")
     audit = import_string(settings.SCHEDULER_AUDIT_LOG_FUNCTION)
+    # AuditLog.entity_id holds 64 characters; a longer task name is kept whole in the metadata.
     audit(action=action, user=actor.user, details=f"{details} by {actor.name}",
-          metadata={**metadata, "actor": actor.name}, entity_type=entity_type, entity_id=entity_id)
+          metadata={**metadata, "actor": actor.name, "entity": str(entity_id)},
+          entity_type=entity_type, entity_id=str(entity_id)[:64])
 
 
 # -- signals: every save and delete is audited ---------------------------------
@@ -206,8 +216,8 @@ def pause(task: PeriodicTask, *, reason: str, until: dt.datetime | None = None, 
     if not reason:
         raise ValueError("a pause needs a reason (--reason TEXT)")
     now = timezone.now()
-    if until is not None and until <= now:
-        raise ValueError(f"until={iso(until)} is invalid: a time after now ({iso(now)})")
+    if until is not None and (until <= now or until.year > 9000):
+        raise ValueError(f"until={iso(until)} is invalid: a time after now ({iso(now)}) and before the year 9000")
     with (transaction.atomic(), acting_as(actor, user),
           _audited_as("SCHEDULE_PAUSED", reason=reason, until=_text(until))):
         pause_row, _ = SchedulePause.objects.update_or_create(
@@ -277,7 +287,10 @@ def task_schedule(task: PeriodicTask):
             raise ValueError(
                 f"crontab '{c.minute} {c.hour} {c.day_of_month} {c.month_of_year} {c.day_of_week}': {exc}"
             ) from None
-    schedule = task.schedule
+    try:
+        schedule = task.schedule
+    except Exception as exc:  # e.g. a solar schedule without the ephem package: ImproperlyConfigured
+        raise ValueError(f"its schedule cannot be built: {type(exc).__name__}: {exc}") from None
     if task.interval is not None:
         return AlignedSchedule(schedule.run_every, anchor=task.start_time)
     return schedule

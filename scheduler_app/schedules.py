@@ -17,8 +17,10 @@ in a zone with DST:
   fires at both: an hourly job runs once every real hour (25 runs on the
   fall-back day), a daily 01:30 job once that day;
 * a wall time that does not exist (clocks go forward) fires at the first
-  instant after the gap (03:00 local for a skipped 02:30): a daily job still
-  runs once that day, an hourly job 23 times.
+  instant after the gap (03:00 local for a skipped 02:30), so a daily job
+  still runs once that day; a crontab that fires every hour skips it, so an
+  hourly job (``0 * * * *`` or ``15 * * * *``) runs once every real hour,
+  23 times.
 
 All instants are aware UTC datetimes.
 """
@@ -146,7 +148,8 @@ def crontab_times_on(cron: schedules.crontab, day: dt.date, tz: dt.tzinfo,
             wall = dt.datetime(day.year, day.month, day.day, hour, minute)  # noqa: DTZ001 - a wall time, read in tz below
             first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
             if first.astimezone(tz).replace(tzinfo=None) != wall:  # skipped by the clocks going forward
-                instants.add(_gap_end(wall, tz))
+                if not every_hour:  # an hourly job simply has one hour fewer that day
+                    instants.add(_gap_end(wall, tz))
                 continue
             instants.add(first)
             second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)

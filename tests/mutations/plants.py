@@ -92,6 +92,8 @@ PLANTS: list[Plant] = [
             Edit("scheduler_app/migrations/0001_initial.py",
                  "'constraints': [models.UniqueConstraint(",
                  "'constraints': [] and [models.UniqueConstraint("),
+            Edit("scheduler_app/migrations/0007_dry_runs_take_no_scheduled_time.py",
+                 "    operations = [", "    operations = [] and ["),
         ),
         # The senders refuse every duplicate before it is queued, so with only the worker's guards gone the
         # three-beat test still sees each time run once; what reaches a worker anyway (a redelivery, a
@@ -114,6 +116,8 @@ PLANTS: list[Plant] = [
             Edit("scheduler_app/migrations/0001_initial.py",
                  "'constraints': [models.UniqueConstraint(",
                  "'constraints': [] and [models.UniqueConstraint("),
+            Edit("scheduler_app/migrations/0007_dry_runs_take_no_scheduled_time.py",
+                 "    operations = [", "    operations = [] and ["),
             Edit("scheduler_app/task.py",
                  "        if scheduled_for is not None"
                  " and JobRun.objects.working_run_exists(self.spec.name, scheduled_for):",

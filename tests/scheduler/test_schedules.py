@@ -91,8 +91,9 @@ def _brute_force(cron, now, tz):
     A minute fires when its wall time in ``tz`` matches and it is the first
     occurrence of that wall time (or the crontab runs every hour, then the
     repeated hour fires too), or when it is the first minute after a DST gap
-    that swallowed a matching wall time (the skipped 02:30 in New York fires
-    at 03:00 EDT = 07:00 UTC).
+    that swallowed a matching wall time, unless the crontab fires every hour
+    (the skipped 02:30 of a daily job in New York fires at 03:00 EDT = 07:00
+    UTC; an hourly job's skipped 02:15 does not fire).
     """
     every_hour = len(cron.hour) == 24
     moment = now.astimezone(UTC).replace(second=0, microsecond=0)
@@ -103,7 +104,7 @@ def _brute_force(cron, now, tz):
             return moment
         before = (moment - dt.timedelta(minutes=1)).astimezone(tz).replace(tzinfo=None, fold=0)
         skipped = before + dt.timedelta(minutes=1)
-        while skipped < wall:  # wall times the clock jumped over
+        while not every_hour and skipped < wall:  # wall times the clock jumped over (hourly crontabs skip them)
             if _matches(cron, skipped):
                 return moment
             skipped += dt.timedelta(minutes=1)
@@ -120,7 +121,7 @@ def test_a_crontab_time_skipped_by_dst_belongs_to_that_day():
     assert crontab_slot(cron, t("2026-03-29 23:30:00"), berlin) == t("2026-03-29 01:00:00")  # 01:30 CEST next day
 
 
-@pytest.mark.parametrize("expression", ["30 1 * * *", "30 2 * * *", "0 * * * *", "15 3 * * 0"])
+@pytest.mark.parametrize("expression", ["30 1 * * *", "30 2 * * *", "0 * * * *", "15 * * * *", "15 3 * * 0"])
 def test_crontab_slot_across_new_york_dst_changes_matches_a_minute_by_minute_search(expression):
     # 2026-03-08 02:00 EST -> 03:00 EDT (02:30 does not exist); 2026-11-01 02:00 EDT -> 01:00 EST (01:30 twice)
     tz = zoneinfo.ZoneInfo("America/New_York")
@@ -136,3 +137,17 @@ def test_clocked_schedule_slot_is_its_time():
 
     when = t("2026-12-01 08:00:00")
     assert slot_for(clocked(when), t("2026-12-01 08:00:03")) == when
+
+
+def test_an_hourly_crontab_off_the_hour_runs_once_every_real_hour_on_the_spring_forward_day():
+    # 2026-03-08 in New York: 02:00 EST -> 03:00 EDT at 07:00 UTC, so 02:15 does not exist
+    from scheduler_app.schedules import fire_times_between
+
+    tz = zoneinfo.ZoneInfo("America/New_York")
+    cron = parse_crontab("15 * * * *")
+    cron.tz = tz
+    # local day 00:00 EST (05:00Z) .. 24:00 EDT (04:00Z next day): 23 real hours, one :15 each
+    times = fire_times_between(cron, t("2026-03-08 05:00:00"), t("2026-03-09 04:00:00"))
+    assert len(times) == 23
+    assert times[:3] == [t("2026-03-08 05:15:00"), t("2026-03-08 06:15:00"), t("2026-03-08 07:15:00")]
+    assert times[-1] == t("2026-03-09 03:15:00")

@@ -62,11 +62,14 @@ class Command(BaseCommand):
         if until:
             try:
                 until_at = dt.datetime.fromisoformat(until.replace("Z", "+00:00"))
-            except ValueError:
-                raise CommandError(f"--until={until!r} is invalid: an ISO 8601 time such as 2026-12-01T06:00:00Z",
-                                   returncode=EXIT_USAGE) from None
-            if timezone.is_naive(until_at):
-                until_at = timezone.make_aware(until_at)
+                if timezone.is_naive(until_at):
+                    until_at = timezone.make_aware(until_at)
+                if until_at.year > 9000:
+                    raise OverflowError(until)
+                until_at.astimezone(dt.UTC)
+            except (ValueError, OverflowError):
+                raise CommandError(f"--until={until!r} is invalid: an ISO 8601 time such as 2026-12-01T06:00:00Z, "
+                                   "before the year 9000", returncode=EXIT_USAGE) from None
         try:
             pause = schedule_services.pause(task, reason=reason, until=until_at, actor=command_actor("pause_job"))
         except ValueError as exc:

@@ -59,7 +59,7 @@ class Command(BaseCommand):
             raise CommandError(exc.args[0], returncode=EXIT_USAGE) from None
         if not math.isfinite(timeout) or timeout <= 0:
             raise CommandError(f"--timeout={timeout} is invalid: a positive number of seconds", returncode=EXIT_USAGE)
-        slot = _scheduled_time(name, scheduled_for) if scheduled_for else None
+        slot = _scheduled_time(name, scheduled_for) if scheduled_for is not None else None
 
         from django.db import DatabaseError
         from kombu.exceptions import OperationalError as BrokerError
@@ -69,7 +69,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, _interrupt)
         try:
             if slot is not None:
-                existing = JobRun.objects.filter(job=name, scheduled_for=slot).exclude(
+                existing = JobRun.objects.filter(job=name, scheduled_for=slot, dry_run=False).exclude(
                     status=JobRun.Status.SKIPPED).first()
                 if existing is not None:
                     self.stderr.write(f"Job {name}: scheduled time {iso(slot)} already has run {existing.pk} "
@@ -121,7 +121,7 @@ class Command(BaseCommand):
             if isinstance(held, LockHeld):
                 self.stderr.write(f"Job {name} skipped: lock held by {JobRun.objects.describe_holder(held.holder)}")
             else:
-                run = JobRun.objects.filter(job=name, scheduled_for=scheduled_for).exclude(
+                run = JobRun.objects.filter(job=name, scheduled_for=scheduled_for, dry_run=False).exclude(
                     status=JobRun.Status.SKIPPED).first() if scheduled_for else None
                 self.stderr.write(f"Job {name} skipped: scheduled time {iso(scheduled_for)} already has "
                                   + (f"run {run.pk}" if run else "a run"))
@@ -184,14 +184,23 @@ def _scheduled_time(name: str, text: str) -> dt.datetime:
     from scheduler_app.schedule_services import task_schedule
     from scheduler_app.schedules import next_fire_times, parse_crontab, slot_for
 
+    invalid = CommandError(f"--scheduled-for={text!r} is invalid: an ISO 8601 time such as 2026-11-30T09:00:00Z, "
+                           "from the year 2000 to now", returncode=EXIT_USAGE)
     try:
-        moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise CommandError(f"--scheduled-for={text!r} is invalid: an ISO 8601 time such as 2026-11-30T09:00:00Z",
-                           returncode=EXIT_USAGE) from None
-    if dj_timezone.is_naive(moment):
-        moment = dj_timezone.make_aware(moment)
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        if dj_timezone.is_naive(moment):
+            moment = dj_timezone.make_aware(moment)
+        moment.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
+        raise invalid from None
+    if moment.year < 2000:
+        raise invalid
+    if moment > dj_timezone.now():
+        raise CommandError(f"--scheduled-for={iso(moment)} has not come yet; beat will run it", returncode=EXIT_USAGE)
     task = PeriodicTask.objects.select_related("crontab", "interval", "clocked").filter(name=name).first()
+    if task is not None and task.start_time is not None and moment < task.start_time:
+        raise CommandError(f"--scheduled-for={iso(moment)} is before the job's start_time {iso(task.start_time)}: "
+                           "it never runs a time before it (SPEC §10)", returncode=EXIT_USAGE)
     try:
         schedule = task_schedule(task) if task is not None else parse_crontab(get_spec(name).crontab,
                                                                                tz=dj_timezone.get_default_timezone())
@@ -202,8 +211,6 @@ def _scheduled_time(name: str, text: str) -> dt.datetime:
         raise CommandError(
             f"job {name}: its schedule has no scheduled times to run ({exc})", returncode=EXIT_USAGE
         ) from None
-    if moment > dj_timezone.now():
-        raise CommandError(f"--scheduled-for={iso(moment)} has not come yet; beat will run it", returncode=EXIT_USAGE)
     if not fires:
         before = slot_for(schedule, moment)
         after = next_fire_times(schedule, moment, 1)
