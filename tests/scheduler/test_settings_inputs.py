@@ -42,6 +42,9 @@ START_UP_ERRORS = [
 
 def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SCHEDULE_")}
+    # Never the checkout's db.sqlite3 (a developer's `make run` database): a throwaway file beside the test DB.
+    scratch = os.path.join(os.path.dirname(os.environ["DJANGO_TEST_SQLITE_NAME"]), "settings-inputs.sqlite3")
+    env.setdefault("DATABASE_URL", f"sqlite:///{scratch}")
     env.update(extra)
     return env
 
