@@ -39,6 +39,10 @@ admin.site.unregister(IntervalSchedule)
 admin.site.unregister(ClockedSchedule)
 
 
+def _actor(request: HttpRequest) -> str:
+    return f"admin user {request.user.get_username()}"
+
+
 class SavedAsAdminUser(admin.ModelAdmin):
     """Saves and deletes run as the admin user (:func:`schedule_services.acting_as`), so the audit log names them."""
 
@@ -64,10 +68,6 @@ class IntervalScheduleAdmin(SavedAsAdminUser, BeatIntervalScheduleAdmin):
 @admin.register(ClockedSchedule)
 class ClockedScheduleAdmin(SavedAsAdminUser, BeatClockedScheduleAdmin):
     """Clocked (one-off) schedules; edits audited as the admin user."""
-
-
-def _actor(request: HttpRequest) -> str:
-    return f"admin user {request.user.get_username()}"
 
 
 def _times_html(lines: list[str]):
@@ -100,7 +100,7 @@ class CrontabScheduleForm(forms.ModelForm):
 
 
 @admin.register(CrontabSchedule)
-class CrontabScheduleAdmin(BeatCrontabScheduleAdmin):
+class CrontabScheduleAdmin(SavedAsAdminUser, BeatCrontabScheduleAdmin):
     """Crontabs: validated, with their next 5 times; edits audited as the admin user."""
 
     form = CrontabScheduleForm
@@ -122,17 +122,6 @@ class CrontabScheduleAdmin(BeatCrontabScheduleAdmin):
         return _times_html([f"{t.astimezone(zone):%Y-%m-%d %H:%M:%S %Z} ({t:%Y-%m-%d %H:%M:%S} UTC)"
                             for t in next_fire_times(cron, timezone.now(), 5)])
 
-    def save_model(self, request, obj, form, change):
-        with schedule_services.acting_as(_actor(request), request.user):
-            super().save_model(request, obj, form, change)
-
-    def delete_model(self, request, obj):
-        with schedule_services.acting_as(_actor(request), request.user):
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with schedule_services.acting_as(_actor(request), request.user):
-            super().delete_queryset(request, queryset)
 
 
 class PauseForm(forms.Form):
@@ -189,7 +178,7 @@ class PeriodicTaskForm(BeatPeriodicTaskForm):
 
 
 @admin.register(PeriodicTask)
-class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
+class PeriodicTaskAdmin(SavedAsAdminUser, BeatPeriodicTaskAdmin):
     """Periodic tasks with their next times and pauses; every change audited as the admin user."""
 
     form = PeriodicTaskForm
@@ -245,21 +234,6 @@ class PeriodicTaskAdmin(BeatPeriodicTaskAdmin):
         if not obj.enabled:
             lines = ["(disabled: none of these runs until it is enabled)", *lines]
         return _times_html(lines)
-
-    # -- saving as the admin user -------------------------------------------------
-
-    def save_model(self, request, obj, form, change):
-        with schedule_services.acting_as(_actor(request), request.user):
-            super().save_model(request, obj, form, change)
-
-    def delete_model(self, request, obj):
-        with schedule_services.acting_as(_actor(request), request.user):
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request, queryset):
-        with schedule_services.acting_as(_actor(request), request.user):
-            for task in queryset:
-                task.delete()
 
     # -- actions --------------------------------------------------------------------
 

@@ -121,3 +121,15 @@ def make_contribution(membership: Membership, round_: Round, *, amount: Decimal 
 def make_audit_log(*, created_at: dt.datetime, action: str = "USER_LOGIN", **fields: Any) -> AuditLog:
     """An audit log written at ``created_at``."""
     return AuditLog.objects.create(action=action, created_at=created_at, **fields)
+
+
+def make_crontab(expression: str, tz: str = "UTC"):
+    """The ``CrontabSchedule`` row of a five-field ``expression`` read in ``tz`` (reused when it exists)."""
+    from django_celery_beat.models import CrontabSchedule
+
+    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
+    row, _ = CrontabSchedule.objects.get_or_create(
+        minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
+        day_of_week=day_of_week, timezone=tz,
+    )
+    return row

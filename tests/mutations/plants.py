@@ -29,6 +29,21 @@ class Plant:
     tests: tuple[str, ...]
 
 
+#: Plant 6: the worker's duplicate check and the (job, scheduled_for) unique constraint (model and migrations) gone.
+WORKER_DUPLICATE_GUARDS_REMOVED = (
+    Edit("scheduler_app/task.py",
+         "        if JobRun.objects.is_known_duplicate(",
+         "        if False and JobRun.objects.is_known_duplicate("),
+    Edit("scheduler_app/models.py",
+         "        constraints = [\n            models.UniqueConstraint(",
+         "        constraints = [] and [\n            models.UniqueConstraint("),
+    Edit("scheduler_app/migrations/0001_initial.py",
+         "'constraints': [models.UniqueConstraint(",
+         "'constraints': [] and [models.UniqueConstraint("),
+    Edit("scheduler_app/migrations/0007_dry_runs_take_no_scheduled_time.py",
+         "    operations = [", "    operations = [] and ["),
+)
+
 PLANTS: list[Plant] = [
     # -- the seven holes of issue 12 -------------------------------------------------------
     Plant(
@@ -82,19 +97,7 @@ PLANTS: list[Plant] = [
     Plant(
         name="no-duplicate-guard",
         description="6. no worker-side duplicate check and no (job, scheduled_for) unique constraint",
-        edits=(
-            Edit("scheduler_app/task.py",
-                 "        if JobRun.objects.is_known_duplicate(",
-                 "        if False and JobRun.objects.is_known_duplicate("),
-            Edit("scheduler_app/models.py",
-                 "        constraints = [\n            models.UniqueConstraint(",
-                 "        constraints = [] and [\n            models.UniqueConstraint("),
-            Edit("scheduler_app/migrations/0001_initial.py",
-                 "'constraints': [models.UniqueConstraint(",
-                 "'constraints': [] and [models.UniqueConstraint("),
-            Edit("scheduler_app/migrations/0007_dry_runs_take_no_scheduled_time.py",
-                 "    operations = [", "    operations = [] and ["),
-        ),
+        edits=WORKER_DUPLICATE_GUARDS_REMOVED,
         # The senders refuse every duplicate before it is queued, so with only the worker's guards gone the
         # three-beat test still sees each time run once; what reaches a worker anyway (a redelivery, a
         # duplicate that took a free lock) is caught here, and the constraint by its own test.
@@ -107,17 +110,7 @@ PLANTS: list[Plant] = [
         name="no-duplicate-guard-anywhere",
         description="6b. the same, and the senders' checks too: duplicates race at the workers",
         edits=(
-            Edit("scheduler_app/task.py",
-                 "        if JobRun.objects.is_known_duplicate(",
-                 "        if False and JobRun.objects.is_known_duplicate("),
-            Edit("scheduler_app/models.py",
-                 "        constraints = [\n            models.UniqueConstraint(",
-                 "        constraints = [] and [\n            models.UniqueConstraint("),
-            Edit("scheduler_app/migrations/0001_initial.py",
-                 "'constraints': [models.UniqueConstraint(",
-                 "'constraints': [] and [models.UniqueConstraint("),
-            Edit("scheduler_app/migrations/0007_dry_runs_take_no_scheduled_time.py",
-                 "    operations = [", "    operations = [] and ["),
+            *WORKER_DUPLICATE_GUARDS_REMOVED,
             Edit("scheduler_app/task.py",
                  "        if scheduled_for is not None"
                  " and JobRun.objects.working_run_exists(self.spec.name, scheduled_for):",

@@ -30,12 +30,13 @@ import pytest
 import redis
 import time_machine
 from celery import current_app
-from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import ClockedSchedule, IntervalSchedule, PeriodicTask
 from django_celery_beat.schedulers import ModelEntry
 from kombu import Exchange, Queue
 
 from scheduler_app.beat import JobEntry, JobScheduler
 from scheduler_app.models import JobRun
+from tests.factories import make_crontab as crontab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -180,15 +181,6 @@ def tick_until_idle(scheduler: JobScheduler, limit: int = 50) -> None:
 
 
 # -- schedules ----------------------------------------------------------------
-
-
-def crontab(expression: str, tz: str = "UTC") -> CrontabSchedule:
-    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
-    row, _ = CrontabSchedule.objects.get_or_create(
-        minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-        day_of_week=day_of_week, timezone=tz,
-    )
-    return row
 
 
 def interval(seconds: int) -> IntervalSchedule:

@@ -44,7 +44,7 @@ import redis
 import time_machine
 from celery import current_app
 from django.utils import timezone
-from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from audit.models import AuditLog
 from contributions.services import week_bounds
@@ -55,6 +55,7 @@ from scheduler_app.models import JobRun, SchedulePause
 from scheduler_app.registry import get_spec
 from scheduler_app.schedule_services import pause, resume, set_enabled
 from scheduler_app.sync import sync_schedules
+from tests.factories import make_crontab as crontab
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -79,15 +80,6 @@ def utc_hours(first: str, last: str) -> list[dt.datetime]:
 
 
 # -- schedules ----------------------------------------------------------------
-
-
-def crontab(expression: str, tz: str = "UTC") -> CrontabSchedule:
-    minute, hour, day_of_month, month_of_year, day_of_week = expression.split()
-    row, _ = CrontabSchedule.objects.get_or_create(
-        minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month_of_year,
-        day_of_week=day_of_week, timezone=tz,
-    )
-    return row
 
 
 def every(minutes: int) -> IntervalSchedule:
