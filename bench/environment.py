@@ -82,25 +82,26 @@ def _postgres_admin_connect(url: str):
 
 
 @contextlib.contextmanager
-def throwaway_database(database_url: str | None, workdir: str) -> Iterator[tuple[str, str]]:
+def throwaway_database(database_url: str | None, workdir: str, name: str | None = None) -> Iterator[tuple[str, str]]:
     """Create the bench database; yield ``(vendor, url)``; drop it on exit.
 
     Args:
         database_url: the operator's ``DATABASE_URL`` (None: SQLite).
         workdir: the bench's temporary directory (holds the SQLite file).
+        name: the database's name (PostgreSQL) or file stem (SQLite); default ``bench_<pid>`` / ``bench``.
     Raises:
         BenchSetupError: a database other than SQLite or PostgreSQL.
     """
     scheme = urlsplit(database_url).scheme if database_url else "sqlite"
     if scheme.startswith("sqlite"):
-        path = os.path.join(workdir, "bench.sqlite3")
+        path = os.path.join(workdir, f"{name or 'bench'}.sqlite3")
         yield "sqlite", f"sqlite:///{path}"  # an absolute path: sqlite:////tmp/...
         return
     if scheme not in POSTGRES_SCHEMES:
         raise BenchSetupError(f"DATABASE_URL={database_url!r}: the bench runs on SQLite or PostgreSQL only")
     assert database_url is not None
     parts = urlsplit(database_url)
-    name = f"bench_{os.getpid()}"
+    name = name or f"bench_{os.getpid()}"
     bench_url = urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
     libpq_url = urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
     with _postgres_admin_connect(libpq_url) as admin:
