@@ -3,10 +3,12 @@
 #               needed), a worker, beat and the admin on 127.0.0.1:$(PORT)
 #   make test   install into .venv and run the whole test suite
 #
-# Other targets: venv (install only), bench (benchmarks), lint (ruff, mypy,
-# import contracts), clean.
+# Other targets: venv (install only), bench (benchmarks), soak (ten 1-second
+# jobs on 2 workers and 2 beats for SOAK_SECONDS, default 600), lint (ruff,
+# mypy, import contracts), clean.
 # Pass extra pytest arguments with PYTEST_ARGS="-k archive -x", benchmark
-# arguments with BENCH_ARGS="--quick --json out.json".
+# arguments with BENCH_ARGS="--quick --json out.json", soak arguments with
+# SOAK_ARGS="--seconds 90 --json out.json".
 
 # python3.11 when it exists, otherwise python3 (checked to be >= 3.11 below).
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null)
@@ -18,14 +20,17 @@ STAMP := $(VENV)/.requirements-installed
 
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
+SOAK_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test bench lint clean
+.PHONY: help venv run test bench soak lint clean
 
 help:
 	@echo "make run    start Redis (if needed), worker, beat and admin on 127.0.0.1:\$${PORT:-8000}"
 	@echo "make test   run the test suite (PYTEST_ARGS=... to pass arguments to pytest)"
 	@echo "make bench  run the benchmarks (BENCH_ARGS=... to pass arguments)"
+	@echo "make soak   10 jobs every 1 s on 2 workers and 2 beats for SOAK_SECONDS (600), one of each restarted"
+	@echo "            midway; exits 1 on a missed or doubled scheduled time (SOAK_ARGS=... to pass arguments)"
 	@echo "make lint   ruff, mypy and the import contracts of pyproject.toml"
 	@echo "make venv   create .venv and install requirements-dev.txt"
 	@echo "make clean  remove .venv, .run and caches (keeps db.sqlite3)"
@@ -59,6 +64,11 @@ test: venv
 
 bench: venv
 	$(VENV_PYTHON) -m bench $(BENCH_ARGS)
+
+# Not part of `make test`: it runs for SOAK_SECONDS (default 600; the
+# variable is read by bench/soak.py, also from make's command line).
+soak: venv
+	$(VENV_PYTHON) -m bench.soak $(if $(SOAK_SECONDS),--seconds $(SOAK_SECONDS)) $(SOAK_ARGS)
 
 # The one-way dependency rule between the apps (README, Architecture).
 lint: venv
