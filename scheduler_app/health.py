@@ -81,14 +81,15 @@ def check_database() -> dict:
 
 
 def check_redis() -> dict:
-    import redis
+    from scheduler_app.redis_urls import client_from_url, close_client, probe_options
 
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=CHECK_TIMEOUT_S,
-                                  socket_connect_timeout=CHECK_TIMEOUT_S)
+    # For Redis Sentinel: the current master, as the sentinels name it now.
+    client = client_from_url(settings.REDIS_URL, socket_timeout=CHECK_TIMEOUT_S,
+                             socket_connect_timeout=CHECK_TIMEOUT_S, **probe_options(settings.REDIS_URL))
     try:
         client.ping()
     finally:
-        client.close()
+        close_client(client)
     return _ok("PING answered")
 
 

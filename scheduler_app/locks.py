@@ -40,6 +40,8 @@ from celery_once.tasks import AlreadyQueued
 from redis.exceptions import LockNotOwnedError
 from redis.lock import Lock
 
+from scheduler_app.redis_urls import client_from_url, is_sentinel_url
+
 CLAIM_REFUSED, CLAIM_HELD_ALREADY, CLAIM_TAKEN = 0, 1, 2
 
 #: Seconds between two tries while waiting for a held lock.
@@ -57,14 +59,19 @@ def get_client(url: str) -> redis.Redis:
     """Return this process's Redis client for ``url`` (one connection pool per URL).
 
     ``url`` is ``redis://[:password@]host:port/db[?options]``, ``rediss://``
-    (TLS) or ``unix://`` (celery-once's ``redis+socket://`` is accepted too).
+    (TLS) or ``unix://`` (celery-once's ``redis+socket://`` is accepted too),
+    or Redis Sentinel's ``sentinel://host:port;sentinel://host2:port/db?master_name=NAME``
+    (see :mod:`scheduler_app.redis_urls`): then the client talks to the
+    current master, and after a failover its next connection asks the
+    sentinels again and goes to the new master.
     Options in the query string (``socket_timeout``, ``health_check_interval``,
     ``ssl_cert_reqs`` ...) are redis-py's and win over :data:`CLIENT_DEFAULTS`.
     Nothing is connected yet.
 
     Raises:
         ValueError: the scheme is unknown, an option's value is malformed,
-            or an option is not a redis-py connection option.
+            an option is not a redis-py connection option, or a Sentinel URL
+            names no master.
     """
     client = _clients.get(url)
     if client is None:
@@ -78,8 +85,8 @@ def get_client(url: str) -> redis.Redis:
 
 def _build_client(url: str) -> redis.Redis:
     redis_py_url = "unix://" + url.removeprefix("redis+socket://") if url.startswith("redis+socket://") else url
-    # from_url applies the URL's options after the keyword arguments, so they win.
-    client = redis.Redis.from_url(redis_py_url, **CLIENT_DEFAULTS)
+    # The URL's options are applied after the keyword arguments, so they win.
+    client = client_from_url(redis_py_url, **CLIENT_DEFAULTS)
     pool = client.connection_pool
     try:
         # Builds (never connects) one connection, so a misspelt option fails
@@ -91,6 +98,12 @@ def _build_client(url: str) -> redis.Redis:
 
 
 def _without_password(url: str) -> str:
+    if is_sentinel_url(url):  # one part per sentinel, each with its own userinfo
+        return ";".join(_part_without_password(part) for part in url.split(";"))
+    return _part_without_password(url)
+
+
+def _part_without_password(url: str) -> str:
     scheme, sep, rest = url.partition("://")
     userinfo, at, hostpart = rest.rpartition("@")
     return f"{scheme}{sep}{'***' + at if at else ''}{hostpart}" if userinfo else url

@@ -29,6 +29,7 @@ def describe_redis_problem(exc: BaseException, safe_url: str, raw_url: str) -> s
     ``raw_url`` is only looked at for whether it carries a password; it is never printed.
     """
     from redis.exceptions import AuthenticationError, AuthorizationError, OutOfMemoryError
+    from redis.sentinel import MasterNotFoundError
 
     for error in _chain(exc):
         text = str(error)
@@ -43,4 +44,10 @@ def describe_redis_problem(exc: BaseException, safe_url: str, raw_url: str) -> s
                         "put it in REDIS_URL (redis://:PASSWORD@host:port/db) or set REDIS_PASSWORD")
             return (f"Redis at {safe_url} refused the password in REDIS_URL: wrong password or user ({detail}); "
                     "check REDIS_URL or REDIS_PASSWORD")
+    for error in _chain(exc):
+        if isinstance(error, MasterNotFoundError):
+            # redis-py appends the repr of every sentinel's client to "No master found for 'NAME'".
+            reason = str(error).split(" : ", 1)[0]
+            return (f"Redis at {safe_url} is not reachable: no sentinel named the master ({reason}); "
+                    "start the sentinels and the master, or fix master_name in REDIS_URL")
     return f"Redis at {safe_url} is not reachable ({type(exc).__name__}: {exc}); start it or set REDIS_URL"

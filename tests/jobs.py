@@ -23,6 +23,7 @@ from celery import signals
 from django.conf import settings
 
 from scheduler_app.jobs import JobContext, job
+from scheduler_app.redis_urls import client_from_url
 from tests.processes import wait_for
 
 
@@ -31,7 +32,8 @@ class FlakyError(RuntimeError):
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, decode_responses=True)
+    # Through redis_urls: the worker's REDIS_URL may name Redis Sentinel (tests/scheduler/test_redis_sentinel.py).
+    return client_from_url(settings.REDIS_URL, decode_responses=True)
 
 
 def _behave(name: str, ctx: JobContext) -> int:

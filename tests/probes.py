@@ -32,6 +32,8 @@ from django.conf import settings
 from django.core.mail.backends import filebased
 from django.db.backends.signals import connection_created
 
+from scheduler_app.redis_urls import client_from_url
+
 #: Redis list a paused process appends ``"<pid> <what>"`` to (``testjob:*`` keys are cleared by ``job_redis``).
 PAUSED = "testjob:probe:paused"
 #: Redis list a paused process waits on.
@@ -39,7 +41,7 @@ RESUME = "testjob:probe:resume"
 
 
 def _pause(what: str) -> None:
-    client = redis.Redis.from_url(settings.REDIS_URL)
+    client = client_from_url(settings.REDIS_URL)
     try:
         client.rpush(PAUSED, f"{os.getpid()} {what}")
         client.blpop([RESUME], timeout=float(os.environ.get("TEST_PAUSE_SECONDS", "60")))

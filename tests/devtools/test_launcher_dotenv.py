@@ -79,6 +79,10 @@ def test_a_redis_named_in_the_environment_or_in_dotenv_is_not_replaced_by_an_emb
 def test_the_settings_read_the_block_unless_the_environment_names_a_redis(tmp_path, environment, expected):
     # given: the settings in a checkout whose .env has the launcher's block
     shutil.copytree(ROOT / "config", tmp_path / "config")
+    # (and the Django-free module the settings read REDIS_URL with)
+    (tmp_path / "scheduler_app").mkdir()
+    for module in ("__init__.py", "redis_urls.py"):
+        shutil.copy(ROOT / "scheduler_app" / module, tmp_path / "scheduler_app" / module)
     (tmp_path / ".env").write_text("DJANGO_DEBUG=true\n" + launcher.DOTENV_BLOCK_BEGIN
                                    + "\nREDIS_URL=redis://127.0.0.1:40001/0\n" + launcher.DOTENV_BLOCK_END + "\n")
     # (not EXTRA_JOB_MODULES either: the settings check that its modules exist, and only config/ is copied)

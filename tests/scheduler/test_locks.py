@@ -307,6 +307,38 @@ def test_an_unknown_url_option_is_named_and_the_password_is_not():
     assert "secret" not in str(err.value)
 
 
+def test_a_sentinel_url_makes_a_client_of_the_master_it_names():
+    from redis.sentinel import SentinelConnectionPool
+
+    client = locks.get_client("sentinel://:secret@127.0.0.1:26390/2;sentinel://127.0.0.1:26391/2"
+                              "?master_name=mymaster&socket_timeout=3")
+    pool = client.connection_pool
+    assert isinstance(pool, SentinelConnectionPool) and pool.service_name == "mymaster"
+    # the master's connections: the first part's database and password, the URL's options over the defaults
+    options = pool.connection_kwargs
+    assert (options["db"], options["password"]) == (2, "secret")
+    assert (options["socket_timeout"], options["socket_connect_timeout"], options["health_check_interval"]) == (
+        3.0, 5.0, 30)
+    # every sentinel is asked, without the master's password
+    sentinels = pool.sentinel_manager.sentinels
+    assert [(s.connection_pool.connection_kwargs["host"], s.connection_pool.connection_kwargs["port"])
+            for s in sentinels] == [("127.0.0.1", 26390), ("127.0.0.1", 26391)]
+    assert all(s.connection_pool.connection_kwargs.get("password") is None for s in sentinels)
+
+
+def test_a_sentinel_url_without_a_master_name_is_refused():
+    with pytest.raises(ValueError, match=r"needs the master's name as \?master_name=NAME"):
+        locks.get_client("sentinel://127.0.0.1:26390;sentinel://127.0.0.1:26391/0")
+
+
+def test_an_unknown_option_of_a_sentinel_url_is_named_and_the_password_is_not():
+    with pytest.raises(ValueError, match="does not know.*'sockettimeout'") as err:
+        locks.get_client("sentinel://:secret@127.0.0.1:26390;sentinel://:secret@127.0.0.1:26391/0"
+                         "?master_name=m&sockettimeout=5")
+    assert "secret" not in str(err.value)
+    assert "sentinel://***@127.0.0.1:26390;sentinel://***@127.0.0.1:26391/0" in str(err.value)
+
+
 # --- celery-once's blocking / blocking_timeout (issue 7) ----------------------
 
 

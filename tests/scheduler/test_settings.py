@@ -24,6 +24,8 @@ BAD_VALUES = [
     ("REDIS_URL", "http://localhost:6379", "redis://"),
     ("REDIS_URL", "redis://localhost:6379/99", "from 0 to 15"),
     ("REDIS_URL", "redis://localhost:0/0", "from 1 to 65535"),
+    ("REDIS_URL", "sentinel://localhost:26379;sentinel://localhost:26380/0", "?master_name=NAME (required)"),
+    ("REDIS_URL", "sentinel://localhost;sentinel://localhost:26380/0?master_name=m", "port is given"),
     ("DATABASE_URL", "mysql://u@h/db", "sqlite:///path or postgres://"),
     ("DATABASE_URL", "postgres://", "names the database"),
     ("SENTRY_DSN", "garbage", "a Sentry DSN"),

@@ -23,6 +23,9 @@ SECRET_VALUES = [
     ("REDIS_URL", f"redis://:{PASSWORD}@localhost:0/0", "port is a number from 1 to 65535"),
     ("REDIS_URL", f"redis://default:{PASSWORD}@localhost:abc/0", "port is a number from 1 to 65535"),
     ("REDIS_URL", f"http://:{PASSWORD}@localhost:6379/0", "redis://"),
+    # Redis Sentinel: every sentinel's part is masked; the master's name is required
+    ("REDIS_URL", f"sentinel://:{PASSWORD}@localhost:26379/0;sentinel://:{PASSWORD}@localhost:26380/0",
+     "?master_name=NAME (required)"),
     ("DATABASE_URL", f"mysql://app:{PASSWORD}@db.internal/app", "sqlite:///path or postgres://"),
     ("DATABASE_URL", f"postgres://app:{PASSWORD}@db.internal:5432/", "names the database"),
     ("EMAIL_URL", f"bogus://mailer:{PASSWORD}@smtp.internal:587", "an email URL"),

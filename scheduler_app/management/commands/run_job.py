@@ -224,6 +224,11 @@ def _safe_url() -> str:
     from django.conf import settings
     from kombu.utils.url import maybe_sanitize_url
 
+    from scheduler_app.redis_urls import is_sentinel_url
+
+    if is_sentinel_url(settings.REDIS_URL):
+        # kombu would mask only the first sentinel's password.
+        return ";".join(maybe_sanitize_url(part) for part in settings.REDIS_URL.split(";"))
     return maybe_sanitize_url(settings.REDIS_URL)
 
 
