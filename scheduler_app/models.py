@@ -146,6 +146,10 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
             task_id=exclude_task_id,
         ).update(status=JobRun.Status.FAILED, finished_at=now, error=LOST_RUN_ERROR)
 
+    def lost(self, now: dt.datetime | None = None) -> JobRunQuerySet:
+        """RUNNING runs whose holder is gone (see :meth:`mark_lost`), not yet recorded as such."""
+        return self.filter(_lost_q(now or timezone.now()), status=JobRun.Status.RUNNING)
+
     def live_run(self, job: str, *, exclude_task_id: str = "") -> JobRun | None:
         """The run of ``job`` working now (RUNNING, not deferred, not a dry run) other than ``exclude_task_id``, if any.
 
