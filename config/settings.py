@@ -421,6 +421,12 @@ SUMMARY_EMAIL_BATCH_SIZE = env_int("SUMMARY_EMAIL_BATCH_SIZE", 100, minimum=1, m
 # starting later is late); beat applies a job's catch-up policy to due times
 # older than this (SPEC §9, §10).
 SCHEDULE_GRACE_SECONDS = env_int("SCHEDULE_GRACE_SECONDS", 300, minimum=1, maximum=7 * 24 * 3600)
+# Seconds between two heartbeats of a running run (JobRun.heartbeat_at, written by the
+# worker or the `run_job --local` process running it, with the lock renewal). The
+# database is the fence (issue 11): a RUNNING run is judged lost only when its
+# heartbeat is older than 3 periods; `run_job` presumes its worker dead after
+# 1.25 periods + 1 s without one.
+RUN_HEARTBEAT_SECONDS = env_float("RUN_HEARTBEAT_SECONDS", 10.0, minimum=0.2, maximum=3600.0)
 # JobRun rows older than this many days are pruned by the prune-job-runs job.
 RUN_HISTORY_DAYS = env_int("RUN_HISTORY_DAYS", 90, minimum=1, maximum=36500)
 # Bearer token for /metrics (compared in constant time); unset: a staff session only.

@@ -20,6 +20,8 @@ import uuid
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scheduler_app.registry import JobSpec
 
 UTC = dt.UTC
@@ -31,6 +33,27 @@ MAX_ATTEMPTS = 3
 PROGRESS_INTERVAL_S = 2.0
 #: Countdown before the first retry, in seconds; doubled for each next one (1 s, then 2 s; no jitter).
 RETRY_BACKOFF_SECONDS = 1
+
+
+def heartbeat_seconds() -> float:
+    """Seconds between two heartbeats of a running run (``settings.RUN_HEARTBEAT_SECONDS``, default 10)."""
+    from django.conf import settings
+
+    return float(getattr(settings, "RUN_HEARTBEAT_SECONDS", 10.0))
+
+
+def lost_after_seconds() -> float:
+    """Seconds without a heartbeat after which a RUNNING run is judged lost: 3 heartbeat periods (issue 11).
+
+    Three periods, so that one slow or failed heartbeat write (a database
+    hiccup) never makes a live run look dead.
+    """
+    return 3 * heartbeat_seconds()
+
+
+def presumed_dead_after_seconds() -> float:
+    """Seconds without a heartbeat after which ``run_job`` tells its operator the worker died: 1.25 periods + 1 s."""
+    return 1.25 * heartbeat_seconds() + 1.0
 
 
 def make_task_id(job_name: str, scheduled_for: dt.datetime | None) -> str:
@@ -111,15 +134,23 @@ class JobContext:
     #: that fans its work out to other tasks should do it in this process instead.
     local: bool = False
     logger: logging.Logger = logger
+    #: Returns why the run must stop now (e.g. it was judged lost and another run took the job's lock), or
+    #: None; set by the engine's :class:`~scheduler_app.keeper.RunKeeper`.
+    stop_reason: Callable[[], str | None] | None = dataclasses.field(default=None, repr=False)
     _progress_at: float = dataclasses.field(default=-math.inf, repr=False)
 
     def should_stop(self) -> bool:
-        """True when the job should stop between batches: its soft time limit is near.
+        """True when the job should stop between batches.
 
-        The budget is ``soft_time_limit`` minus 10% (at least 5 s) from the
-        attempt's start (see :func:`attempt_deadline`); work left over is done
-        by the next run.
+        Either its soft time limit is near (the budget is ``soft_time_limit``
+        minus 10%, at least 5 s, from the attempt's start; see
+        :func:`attempt_deadline`), and the work left over is done by the next
+        run; or the run may no longer work (:attr:`stop_reason`: it was judged
+        lost, or another working run holds the job's lock), and the engine
+        records it FAILED with that reason.
         """
+        if self.stop_reason is not None and self.stop_reason() is not None:
+            return True
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def report_progress(self, items: int, detail: str = "", *, force: bool = False) -> bool:

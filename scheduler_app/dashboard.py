@@ -139,7 +139,8 @@ def job_rows(now: dt.datetime | None = None) -> list[JobRow]:
         holder_run = (JobRun.objects.filter(task_id=lock.holder.token).first()
                       if lock is not None and lock.holder is not None else None)
         mine = [p for p in problems if p.job == name]
-        flags = {kind: sum(1 for p in mine if p.kind == kind) for kind in ("missed", "late", "overrunning", "broken")}
+        flags = {kind: sum(1 for p in mine if p.kind == kind) for kind in ("missed", "late", "overrunning", "lost",
+                                                                            "broken")}
         schedule, zone = schedule_in_words(task)
         rows.append(JobRow(
             name=name, description=spec.description, task=task, schedule=schedule, zone=zone, state=state,

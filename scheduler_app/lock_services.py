@@ -68,46 +68,33 @@ def worker_working_on(task_id: str, timeout: float = 1.0) -> str | None:
     return None
 
 
-def _renewing_run(spec: JobSpec, holder: LockHolder) -> str | None:
-    """The process of a RUNNING run that still renews the lock (e.g. a ``run_job --local``), or None.
+def _working_run(holder: LockHolder) -> str | None:
+    """The process of a RUNNING run that holds the lock and still sends heartbeats, or None (issue 11).
 
-    A live holder renews every TTL/3, so its lock never has less than about
-    two thirds of the TTL left; a dead one's decays below that within TTL/3.
+    Asked before the workers: a fresh heartbeat settles it at once, for a worker
+    or a ``run_job --local`` on any host.
+
+    Judged from the run's heartbeat in the database, on any host: a run whose
+    heartbeat is older than 3 periods (``lost_after_seconds``), or that has
+    ended, is dead, wherever its process ran (a killed worker, a killed
+    ``run_job --local``).
     """
-    run = JobRun.objects.filter(task_id=holder.token, status=JobRun.Status.RUNNING).only("worker").first()
-    if run is None:
+    run = JobRun.objects.filter(task_id=holder.token, status=JobRun.Status.RUNNING).only(
+        "worker", "heartbeat_at", "started_at", "deferred_until").first()
+    if run is None or JobRun.objects.holder_is_dead(holder.token) is not None:
         return None
-    if _dead_local_process(run.worker):
-        return None  # a `run_job --local` on this host that was killed: its lock is stale at once
-    renewed_lately = holder.ttl_ms >= spec.lock_ttl * 1000 * 2 / 3 - 1000
-    if not renewed_lately:
-        return None
-    return f"{run.worker} (run {run.pk}, lock renewed within the last {spec.lock_ttl // 3}s)"
-
-
-def _dead_local_process(worker: str) -> bool:
-    """True when ``worker`` (``hostname:pid``, as a local run records it) is a process of this host that is gone."""
-    import os
-    import socket
-
-    host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    last = run.heartbeat_at or run.started_at
+    age = max((timezone.now() - last).total_seconds(), 0)
+    return f"{run.worker} (run {run.pk}, last heartbeat {age:.0f}s ago)"
 
 
 def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False) -> LockHolder | None:
     """Delete ``spec``'s lock and write ``JOB_LOCK_CLEARED`` to the audit log.
 
     Meant for stale locks, whose holder died before its TTL ran out. Unless
-    ``force``, the workers are asked first (1 s) whether they still run or
-    hold the holder's task.
+    ``force``, the holder is checked first: its run's heartbeat in the
+    database (alive while younger than 3 periods), then the workers (1 s) for
+    a message still queued or reserved.
 
     Returns the holder that was removed (None if the lock was already free).
     Raises:
@@ -118,7 +105,7 @@ def clear_job_lock(spec: JobSpec, *, actor: str, user=None, force: bool = False)
     if holder is None:
         return None
     if not force:
-        worker = worker_working_on(holder.token) or _renewing_run(spec, holder)
+        worker = _working_run(holder) or worker_working_on(holder.token)
         if worker is not None:
             raise HolderAlive(holder, worker)
     # Only the holder that was judged stale: if it expired meanwhile and a new run took

@@ -277,6 +277,17 @@ class OwnedRedisBackend:
         except LockNotOwnedError:
             return False
 
+    def take_back(self, key: str, token: str, timeout: float) -> bool:
+        """Set ``key`` to ``token`` for ``timeout`` seconds only if it is free (``SET NX PX``); True if taken.
+
+        For a running holder whose key vanished (Redis restarted empty or
+        failed over): it still has its token and takes the lock again.
+        Raises:
+            ValueError: ``timeout`` is not a number of seconds >= 0.001.
+        """
+        _check_ttl("timeout", timeout)
+        return bool(self._stateless_lock(key, timeout).do_acquire(token))
+
     def clear_lock(self, key: str, token: str | None = None) -> bool:
         """Release ``key``; True when a lock was deleted.
 

@@ -36,7 +36,7 @@ class JobCollector:
     """Collects the scheduler's metrics from the database (and the locks from Redis) when scraped."""
 
     def collect(self):
-        from scheduler_app.problems import find_problems, job_tasks
+        from scheduler_app.problems import KINDS, find_problems, job_tasks
         from scheduler_app.schedule_services import next_times
 
         now = timezone.now()
@@ -91,12 +91,13 @@ class JobCollector:
         yield next_scheduled
         yield enabled
 
-        counts = {kind: dict.fromkeys(jobs, 0) for kind in ("missed", "late", "overrunning", "broken")}
+        counts = {kind: dict.fromkeys(jobs, 0) for kind in KINDS}
         for problem in find_problems(now):
             counts[problem.kind][problem.job] = counts[problem.kind].get(problem.job, 0) + 1
         for kind, help_text in (("missed", "Scheduled times in the last 24 h with no run, the grace past."),
                                 ("late", "Runs in the last 24 h that started later than the grace."),
                                 ("overrunning", "Running runs past the job's expected duration."),
+                                ("lost", "Running runs whose heartbeat stopped 3 periods ago (their process died)."),
                                 ("broken", "1 when the job's schedule cannot be built.")):
             family = GaugeMetricFamily(f"scheduler_job_{kind}_runs" if kind != "broken" else "scheduler_job_broken",
                                        help_text, labels=["job"])

@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.db.models.functions import Cast, Coalesce, Concat
 from django.utils import timezone
 
-from scheduler_app.context import MAX_ATTEMPTS, iso, worker_name
+from scheduler_app.context import MAX_ATTEMPTS, iso, lost_after_seconds, worker_name
 
 if TYPE_CHECKING:
     from scheduler_app.locks import LockHolder
@@ -26,9 +26,25 @@ if TYPE_CHECKING:
 logger = logging.getLogger("scheduler")
 
 LOST_RUN_ERROR = (
-    "Worker lost: the run's lock expired or was cleared before it finished (its worker died, "
-    "or an operator cleared the lock); the work it did not do is left for the next run."
+    "Worker lost: the run stopped sending heartbeats (its worker or `run_job --local` process died, or could not "
+    "reach the database for 3 heartbeat periods), or its deferred tasks did not finish in time; the work it did "
+    "not do is left for the next run."
 )
+
+
+def _stale_before(now: dt.datetime) -> dt.datetime:
+    return now - dt.timedelta(seconds=lost_after_seconds())
+
+
+def _lost_q(now: dt.datetime) -> Q:
+    """RUNNING rows whose holder is gone: no heartbeat for 3 periods, or a deferred run past its ``deferred_until``.
+
+    A row without any heartbeat (written before heartbeats existed) counts
+    from its ``started_at``.
+    """
+    stale = _stale_before(now)
+    heartbeat_stale = Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
+    return Q(deferred_until__isnull=True) & heartbeat_stale | Q(deferred_until__lte=now)
 
 
 class JobRunQuerySet(models.QuerySet["JobRun"]):
@@ -44,10 +60,11 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         return self.filter(task_id=task_id, status=JobRun.Status.RUNNING).exists()
 
     def record_skip(self, *, job: str, task_id: str, trigger: str, scheduled_for: dt.datetime | None,
-                    reason: str, dry_run: bool, worker: str | None = None) -> JobRun | None:
+                    reason: str, dry_run: bool, worker: str | None = None, detail: str = "") -> JobRun | None:
         """Insert a SKIPPED run (``reason``: a :class:`JobRun.SkipReason`); return it, or the row under ``task_id``.
 
         ``worker``: who recorded it (default this process's ``hostname:pid``); a sender names itself.
+        ``detail``: who held the lock, kept in ``error`` for ``run_job`` and the admin.
         """
         now = timezone.now()
         try:
@@ -55,7 +72,7 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
                 return self.create(
                     job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.SKIPPED,
                     skip_reason=reason, dry_run=dry_run, attempts=0, started_at=now, finished_at=now, duration_ms=0,
-                    worker=worker or worker_name(), task_id=task_id,
+                    worker=worker or worker_name(), task_id=task_id, error=detail,
                 )
         except IntegrityError:
             return self.filter(task_id=task_id).first()
@@ -64,20 +81,25 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
               scheduled_for: dt.datetime | None, attempt: int, dry_run: bool) -> JobRun | None:
         """Start attempt ``attempt`` (1-based): insert the run on the first, bump ``existing.attempts`` on a retry.
 
-        Returns None when another delivery got there first: the scheduled
-        time's working run exists (unique constraint), or a second delivery of
+        Returns None when the database refuses: the scheduled time's working
+        run exists (``jobrun_one_working_run_per_slot``), another run of the
+        job is working (``jobrun_one_working_run_per_job``: RUNNING, not
+        deferred, not a dry run; see :meth:`live_run`), or a second delivery of
         the same retry message already took this attempt (conditional UPDATE).
+        Call :meth:`mark_lost` first, so that runs whose holder is gone do not
+        block the job.
         """
         if existing is not None:
             claimed = self.filter(pk=existing.pk, status=JobRun.Status.RUNNING, attempts=existing.attempts).update(
-                attempts=attempt, worker=worker_name(),
+                attempts=attempt, worker=worker_name(), heartbeat_at=timezone.now(),
             )
             return self.get(pk=existing.pk) if claimed else None
         try:
             with transaction.atomic():
                 run = self.create(
                     job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.RUNNING,
-                    dry_run=dry_run, attempts=attempt, started_at=timezone.now(), worker=worker_name(), task_id=task_id,
+                    dry_run=dry_run, attempts=attempt, started_at=timezone.now(), heartbeat_at=timezone.now(),
+                    worker=worker_name(), task_id=task_id,
                 )
         except IntegrityError:
             return None
@@ -109,22 +131,60 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
                    f"and {holder_text} holds it now."),
         ))
 
-    def mark_lost(self, job: str, *, exclude_task_id: str) -> int:
-        """Mark ``job``'s other RUNNING runs FAILED (the caller holds the lock, their holder is gone); return how many.
+    def mark_lost(self, job: str, *, exclude_task_id: str, now: dt.datetime | None = None) -> int:
+        """Mark ``job``'s other RUNNING runs whose holder is gone FAILED; return how many.
 
-        A deferred run (:meth:`defer_run`) holds no lock while its tasks run: it is
-        lost only once its ``deferred_until`` has passed.
+        Judged from the database alone (issue 11), never from the Redis lock: a
+        run is lost when its heartbeat (:meth:`heartbeat`) is older than 3
+        periods (``lost_after_seconds``), or, for a deferred run
+        (:meth:`defer_run`), which holds no lock and sends no heartbeat while
+        its tasks run, once its ``deferred_until`` has passed. One conditional
+        UPDATE, so a heartbeat written meanwhile keeps its run alive.
         """
-        now = timezone.now()
-        return self.filter(job=job, status=JobRun.Status.RUNNING).exclude(task_id=exclude_task_id).exclude(
-            deferred_until__gt=now,
-        ).update(
-            status=JobRun.Status.FAILED, finished_at=timezone.now(), error=LOST_RUN_ERROR,
-        )
+        now = now or timezone.now()
+        return self.filter(_lost_q(now), job=job, status=JobRun.Status.RUNNING).exclude(
+            task_id=exclude_task_id,
+        ).update(status=JobRun.Status.FAILED, finished_at=now, error=LOST_RUN_ERROR)
 
-    def record_attempt_error(self, run: JobRun, error: str) -> None:
-        """Keep the failed attempt's traceback on a run that will retry."""
-        self.filter(pk=run.pk).update(error=error)
+    def lost(self, now: dt.datetime | None = None) -> JobRunQuerySet:
+        """RUNNING runs whose holder is gone (see :meth:`mark_lost`), not yet recorded as such."""
+        return self.filter(_lost_q(now or timezone.now()), status=JobRun.Status.RUNNING)
+
+    def live_run(self, job: str, *, exclude_task_id: str = "") -> JobRun | None:
+        """The run of ``job`` working now (RUNNING, not deferred, not a dry run) other than ``exclude_task_id``, if any.
+
+        At most one exists (constraint ``jobrun_one_working_run_per_job``).
+        """
+        return self.filter(job=job, status=JobRun.Status.RUNNING, dry_run=False,
+                           deferred_until__isnull=True).exclude(task_id=exclude_task_id).first()
+
+    def heartbeat(self, run_id: int) -> bool:
+        """Write a RUNNING run's heartbeat (now); False when the run is no longer RUNNING (it was judged lost)."""
+        return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(heartbeat_at=timezone.now()))
+
+    def holder_is_dead(self, token: str, *, now: dt.datetime | None = None) -> JobRun | None:
+        """The run whose task id ``token`` holds a lock, when that run can no longer be holding it; else None.
+
+        Dead means: the run has ended (its process died between writing the
+        outcome and releasing the lock), or it is RUNNING with a heartbeat
+        older than 3 periods. A token without a run (a message still queued)
+        is never judged dead here: its lock expires with its TTL.
+        """
+        run = self.filter(task_id=token).first()
+        if run is None or run.status == JobRun.Status.SKIPPED:
+            return None
+        if run.status != JobRun.Status.RUNNING:
+            return run
+        return run if self.filter(_lost_q(now or timezone.now()), pk=run.pk).exists() else None
+
+    def record_attempt_error(self, run: JobRun, error: str, *, quiet_for_s: float = 0.0) -> None:
+        """Keep the failed attempt's traceback on a run that will retry in ``quiet_for_s`` seconds.
+
+        The heartbeat is set that far ahead: no heartbeat is written during
+        the retry's countdown, and the run must not look dead meanwhile.
+        """
+        self.filter(pk=run.pk, status=JobRun.Status.RUNNING).update(
+            error=error, heartbeat_at=timezone.now() + dt.timedelta(seconds=quiet_for_s))
 
     def elapsed_ms(self, run: JobRun) -> int:
         """Milliseconds since the run started."""
@@ -135,13 +195,19 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
 
         ``items`` None keeps the count the run last reported (:meth:`record_progress`), so a failed
         run shows how far it got.
+
+        Only a RUNNING run is changed: a run judged lost meanwhile (its
+        heartbeat was stale, and another run may have taken over) keeps its
+        FAILED record, and the outcome that came too late is logged instead.
         """
         now = timezone.now()
         duration = max(int((now - run.started_at).total_seconds() * 1000), 0)
         fields: dict = {"status": status, "finished_at": now, "duration_ms": duration, "error": error}
         if items is not None:
             fields["items_processed"] = items
-        self.filter(pk=run.pk).update(**fields)
+        if not self.filter(pk=run.pk, status=JobRun.Status.RUNNING).update(**fields):
+            logger.error("Job %s: run %s had already ended (judged lost from its heartbeat?); its late outcome "
+                         "%s is not recorded", run.job, run.pk, status)
         return duration
 
     def record_progress(self, run_id: int, *, items: int, detail: str = "") -> bool:
@@ -275,6 +341,9 @@ class JobRun(models.Model):
     items_processed = models.PositiveIntegerField(null=True, blank=True, help_text="Items done; while RUNNING, so far.")
     progress = models.CharField(
         max_length=255, blank=True, help_text="What a running job last reported, e.g. '3/10 batches'.")
+    heartbeat_at = models.DateTimeField(
+        null=True, blank=True,
+        help_text="Last sign of life of a RUNNING run, written every RUN_HEARTBEAT_SECONDS by the process running it.")
     deferred_until = models.DateTimeField(
         null=True, blank=True,
         help_text="A deferred run (its work handed to other tasks) is not marked lost before this time.")
@@ -303,6 +372,13 @@ class JobRun(models.Model):
                 # A dry run changes nothing, so it never takes a scheduled time from the real run.
                 condition=~Q(status="SKIPPED") & Q(dry_run=False),
                 name="jobrun_one_working_run_per_slot",
+            ),
+            # The database is the fence (issue 11): at most one run of a job works at a time, whatever
+            # Redis forgot. A deferred run holds no lock (its tasks protect themselves), a dry run changes nothing.
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=Q(status="RUNNING") & Q(dry_run=False) & Q(deferred_until__isnull=True),
+                name="jobrun_one_working_run_per_job",
             ),
         ]
 

@@ -28,6 +28,10 @@ The rules, with ``grace = SCHEDULE_GRACE_SECONDS``:
   fewer, the soft time limit. Past its soft time limit a run should have
   stopped, and 3 x p95 catches a hang long before that for a job whose runs
   are usually short. Checked for every job, paused or not.
+* **lost**: a RUNNING run whose process is gone, judged from the database
+  alone (issue 11): no heartbeat for 3 periods (``RUN_HEARTBEAT_SECONDS``),
+  or a deferred run past its ``deferred_until``. The next run of the job
+  records it FAILED; until then it is reported here, not as overrunning.
 * **broken**: an enabled task whose schedule cannot be built (what beat would
   drop, see ``scheduler_app.sync._broken``).
 """
@@ -67,12 +71,16 @@ MIN_RUNS_FOR_P95 = 5
 MIN_EXPECTED_S = 60.0
 
 
+#: The kinds of problem, in the order they are listed for a job.
+KINDS = ("broken", "missed", "late", "overrunning", "lost")
+
+
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """One problem of one job; :meth:`line` is how ``check_schedules`` prints it (SPEC §9)."""
 
     job: str
-    kind: str  # "missed", "late", "overrunning", "broken"
+    kind: str  # one of KINDS
     scheduled_for: dt.datetime | None = None
     started_at: dt.datetime | None = None
     run_id: int | None = None
@@ -85,6 +93,8 @@ class Problem:
             return f"{self.job} late {iso(self.scheduled_for)} started {iso(self.started_at)}"
         if self.kind == "overrunning":
             return f"{self.job} overrunning run {self.run_id} since {iso(self.started_at)}"
+        if self.kind == "lost":
+            return f"{self.job} lost run {self.run_id} last heartbeat {iso(self.started_at)}"
         return f"{self.job} broken: {self.why}"
 
 
@@ -169,13 +179,16 @@ def schedule_problems(task: PeriodicTask, spec: JobSpec, now: dt.datetime,
 
 
 def overrunning(spec: JobSpec, now: dt.datetime) -> list[Problem]:
-    """RUNNING runs of ``spec`` older than its expected duration."""
-    running = list(JobRun.objects.filter(job=spec.name, status=JobRun.Status.RUNNING).values_list("pk", "started_at"))
+    """RUNNING runs of ``spec``: lost ones (``started_at`` holds the last heartbeat), then those past their time."""
+    running = list(JobRun.objects.filter(job=spec.name, status=JobRun.Status.RUNNING).values_list(
+        "pk", "started_at", "heartbeat_at"))
     if not running:
         return []
+    lost = set(JobRun.objects.lost(now).filter(job=spec.name).values_list("pk", flat=True))
     limit = dt.timedelta(seconds=expected_duration_s(spec, recent_durations_ms(spec.name)))
-    return [Problem(spec.name, "overrunning", run_id=pk, started_at=started)
-            for pk, started in running if now - started > limit]
+    return [Problem(spec.name, "lost", run_id=pk, started_at=heartbeat or started) if pk in lost
+            else Problem(spec.name, "overrunning", run_id=pk, started_at=started)
+            for pk, started, heartbeat in running if pk in lost or now - started > limit]
 
 
 def job_tasks() -> list[tuple[PeriodicTask, JobSpec]]:
@@ -200,7 +213,7 @@ def find_problems(now: dt.datetime | None = None) -> list[Problem]:
             problems.extend(schedule_problems(task, spec, now, baselines.get(task.name)))
     for spec in sorted(load_registry().values(), key=lambda s: s.name):
         problems.extend(overrunning(spec, now))
-    order = {"broken": 0, "missed": 1, "late": 2, "overrunning": 3}
+    order = {kind: i for i, kind in enumerate(KINDS)}
     return sorted(problems, key=lambda p: (p.job, order[p.kind], p.scheduled_for or p.started_at or now))
 
 

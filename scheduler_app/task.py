@@ -42,13 +42,13 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from celery import Task, states
 from celery.exceptions import Retry, SoftTimeLimitExceeded, TimeLimitExceeded
 from celery.result import EagerResult
 from celery_once import QueueOnce
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
 
 from scheduler_app.context import (
     MAX_ATTEMPTS,
@@ -62,7 +62,8 @@ from scheduler_app.context import (
     parse_iso,
     slot_of_task_id,
 )
-from scheduler_app.locks import CLAIM_HELD_ALREADY, CLAIM_REFUSED, LockHeld, LockRenewer, OwnedRedisBackend
+from scheduler_app.keeper import RunKeeper, until_database_answers
+from scheduler_app.locks import CLAIM_HELD_ALREADY, CLAIM_REFUSED, LockHeld, OwnedRedisBackend
 from scheduler_app.models import JobRun
 
 if TYPE_CHECKING:
@@ -71,6 +72,8 @@ if TYPE_CHECKING:
     from scheduler_app.registry import JobSpec
 
 logger = logging.getLogger("scheduler")
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,11 +211,19 @@ class JobTask(QueueOnce):
         wait at once. Manual triggers never wait.
         """
         own_slot = slot_of_task_id(task_id)
-        self.once_backend.raise_or_lock(
-            self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id,
-            wait=None if scheduled_for is not None else 0.0,  # None: the backend's blocking settings decide
-            keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,
-        )
+        try:
+            self.once_backend.raise_or_lock(
+                self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id,
+                wait=None if scheduled_for is not None else 0.0,  # None: the backend's blocking settings decide
+                keep_waiting=lambda holder: slot_of_task_id(holder.token) != own_slot,
+            )
+        except LockHeld as held:
+            # A holder that died (no heartbeat for 3 periods) is taken over now, not after its whole TTL.
+            same_time = scheduled_for is not None and held.holder is not None \
+                and slot_of_task_id(held.holder.token) == own_slot  # a duplicate trigger: never a takeover
+            if held.holder is None or same_time or not self._take_over_from_dead_holder(task_id):
+                raise
+            self.once_backend.raise_or_lock(self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id, wait=0.0)
 
     def apply_async(self, args=None, kwargs=None, task_id=None, **options):
         """Send one run of this job under its lock.
@@ -262,39 +273,111 @@ class JobTask(QueueOnce):
             close_old_connections()
 
     def _run_attempt(self, attempt: Attempt, kwargs: dict) -> dict:
-        """Claim the run for ``attempt`` and run it, or record why not (module docstring, steps 2-5)."""
+        """Claim the run for ``attempt`` and run it, or record why not (module docstring, steps 2-5).
+
+        Every database step waits through an outage (:func:`until_database_answers`):
+        bookkeeping never costs an attempt.
+        """
         self._context.keep_lock = False
-        existing = JobRun.objects.filter(task_id=attempt.task_id).only("status", "attempts").first()
-        if JobRun.objects.is_known_duplicate(existing, job=self.spec.name, scheduled_for=attempt.scheduled_for,
-                                             attempt=attempt.number):
+        job = self.spec.name
+
+        def look_up() -> tuple[JobRun | None, bool]:
+            existing = JobRun.objects.filter(task_id=attempt.task_id).only("status", "attempts").first()
+            return existing, JobRun.objects.is_known_duplicate(existing, job=job, scheduled_for=attempt.scheduled_for,
+                                                               attempt=attempt.number)
+
+        existing, duplicate = self._bookkeeping(look_up, f"starting attempt {attempt.number}")
+        if duplicate:
             # Decided by the database before touching the lock: the original
             # run may hold it under this very task id.
-            return self._skip_duplicate(attempt, keep_lock=JobRun.objects.running_under(attempt.task_id))
+            return self._skip_duplicate(attempt, keep_lock=self._bookkeeping(
+                lambda: JobRun.objects.running_under(attempt.task_id), "checking a duplicate"))
         claim = self.once_backend.claim(self.spec.lock_key, attempt.task_id, self.spec.lock_ttl)
+        if claim == CLAIM_REFUSED and self._take_over_from_dead_holder(attempt.task_id):
+            claim = self.once_backend.claim(self.spec.lock_key, attempt.task_id, self.spec.lock_ttl)
         if claim == CLAIM_REFUSED:
             return self._refuse(attempt)
-        run = JobRun.objects.begin(job=self.spec.name, existing=existing, task_id=attempt.task_id,
-                                   trigger=attempt.trigger, scheduled_for=attempt.scheduled_for,
-                                   attempt=attempt.number, dry_run=attempt.dry_run)
+        if existing is None:
+            self._mark_lost_runs(attempt)
+        run = self._bookkeeping(lambda: JobRun.objects.begin(
+            job=job, existing=existing, task_id=attempt.task_id, trigger=attempt.trigger,
+            scheduled_for=attempt.scheduled_for, attempt=attempt.number, dry_run=attempt.dry_run,
+        ), f"starting attempt {attempt.number}")
         if run is None:
+            live = None if existing is not None or attempt.dry_run else self._bookkeeping(
+                lambda: self._working_run_blocking(attempt), "checking who works")
+            if live is not None:
+                return self._refuse_by_database(attempt, live)
             # A second delivery of a message whose run still holds the lock
             # under the same task id must not release it in after_return.
             return self._skip_duplicate(attempt, keep_lock=claim == CLAIM_HELD_ALREADY)
-        self._mark_lost_runs(attempt)
         return self._execute(run, attempt, kwargs)
+
+    def _bookkeeping(self, fn: Callable[[], T], what: str) -> T:
+        """Run one database step of the engine, waiting through an outage (see :func:`until_database_answers`)."""
+        return until_database_answers(fn, what=what, job=self.spec.name)
+
+    def _working_run_blocking(self, attempt: Attempt) -> JobRun | None:
+        """The other run that made :meth:`JobRunQuerySet.begin` refuse ``attempt``, when it is not a duplicate."""
+        if attempt.scheduled_for is not None and JobRun.objects.working_run_exists(self.spec.name,
+                                                                                   attempt.scheduled_for):
+            return None
+        return JobRun.objects.live_run(self.spec.name, exclude_task_id=attempt.task_id)
+
+    def _refuse_by_database(self, attempt: Attempt, live: JobRun) -> dict:
+        """Another run is working although the Redis lock was ours (Redis lost it): SKIPPED ``lock_held``.
+
+        The database decides (``jobrun_one_working_run_per_job``). Our lock is
+        released in ``after_return``, and the working run takes it back on its next heartbeat.
+        """
+        holder_text = f"run {live.pk} on {live.worker or 'an unknown worker'}, working (its heartbeat is fresh)"
+        run = self._bookkeeping(lambda: JobRun.objects.record_skip(
+            job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger, scheduled_for=attempt.scheduled_for,
+            reason=JobRun.SkipReason.LOCK_HELD, dry_run=attempt.dry_run, detail=f"Held by {holder_text}.",
+        ), "recording a skip")
+        logger.info("Job %s skipped: lock held by %s (the Redis lock had been lost; the database refused a second "
+                    "run)", self.spec.name, holder_text)
+        return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.LOCK_HELD)
+
+    def _take_over_from_dead_holder(self, own_token: str) -> bool:
+        """Free the job's lock when its holder is dead by the database's judgement; True when it is free now.
+
+        Dead: the holder's run ended, or has had no heartbeat for 3 periods
+        (:meth:`JobRunQuerySet.holder_is_dead`); such a run is marked lost and
+        its lock deleted by compare-and-delete on its token, so a holder that
+        changed meanwhile keeps its lock. A holder without a run (a message
+        still queued) is never taken over.
+        """
+        holder = self.once_backend.holder(self.spec.lock_key)
+        if holder is None:
+            return True
+        dead = self._bookkeeping(lambda: JobRun.objects.holder_is_dead(holder.token), "checking the lock's holder")
+        if dead is None:
+            return False
+        if dead.status == JobRun.Status.RUNNING:
+            self._bookkeeping(lambda: JobRun.objects.mark_lost(self.spec.name, exclude_task_id=own_token),
+                              "marking lost runs")
+        if self.once_backend.clear_lock(self.spec.lock_key, token=holder.token):
+            last = dead.heartbeat_at or dead.started_at
+            logger.warning("Job %s: the lock of run %s (%s, last heartbeat %s) was left by a process that is gone; "
+                           "taken over", self.spec.name, dead.pk, dead.worker or "unknown worker", iso(last))
+        return True
 
     def _refuse(self, attempt: Attempt) -> dict:
         """Another run holds the lock: a retry's run ends FAILED, a first attempt is a SKIPPED ``lock_held``."""
         holder = self.once_backend.holder(self.spec.lock_key)
-        holder_text = JobRun.objects.describe_holder(holder)
-        if attempt.number > 1 and JobRun.objects.fail_refused_retry(attempt.task_id, attempt.number, holder_text):
+        holder_text = self._bookkeeping(lambda: JobRun.objects.describe_holder(holder), "describing the holder")
+        if attempt.number > 1 and self._bookkeeping(
+                lambda: JobRun.objects.fail_refused_retry(attempt.task_id, attempt.number, holder_text),
+                "recording a refused retry"):
             logger.error("Job %s: retry attempt %d/%d could not start: its lock was taken by %s",
                          self.spec.name, attempt.number, MAX_ATTEMPTS, holder_text)
             self._context.keep_lock = True
             return outcome(JobRun.Status.FAILED, run=None)
-        run = JobRun.objects.record_skip(job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger,
-                                         scheduled_for=attempt.scheduled_for, reason=JobRun.SkipReason.LOCK_HELD,
-                                         dry_run=attempt.dry_run)
+        run = self._bookkeeping(lambda: JobRun.objects.record_skip(
+            job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger, scheduled_for=attempt.scheduled_for,
+            reason=JobRun.SkipReason.LOCK_HELD, dry_run=attempt.dry_run, detail=f"Held by {holder_text}.",
+        ), "recording a skip")
         logger.info("Job %s skipped: lock held by %s", self.spec.name, holder_text)
         return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.LOCK_HELD)
 
@@ -303,16 +386,18 @@ class JobTask(QueueOnce):
         self._context.keep_lock = keep_lock
         logger.info("Job %s skipped: scheduled time %s already has a run (duplicate, task %s)",
                     self.spec.name, iso(attempt.scheduled_for), attempt.task_id)
-        run = JobRun.objects.record_skip(job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger,
-                                         scheduled_for=attempt.scheduled_for, reason=JobRun.SkipReason.DUPLICATE,
-                                         dry_run=attempt.dry_run)
+        run = self._bookkeeping(lambda: JobRun.objects.record_skip(
+            job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger, scheduled_for=attempt.scheduled_for,
+            reason=JobRun.SkipReason.DUPLICATE, dry_run=attempt.dry_run,
+        ), "recording a skip")
         return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.DUPLICATE)
 
     def _mark_lost_runs(self, attempt: Attempt) -> None:
-        """Runs of this job still RUNNING under another task id lost the lock we now hold: mark them FAILED."""
-        count = JobRun.objects.mark_lost(self.spec.name, exclude_task_id=attempt.task_id)
+        """Runs of this job still RUNNING whose heartbeat stopped 3 periods ago are gone: mark them FAILED."""
+        count = self._bookkeeping(lambda: JobRun.objects.mark_lost(self.spec.name, exclude_task_id=attempt.task_id),
+                                  "marking lost runs")
         if count:
-            logger.warning("Job %s: marked %d run(s) as failed that lost their lock before finishing",
+            logger.warning("Job %s: marked %d run(s) as failed whose heartbeat had stopped (their worker died)",
                            self.spec.name, count)
 
     def _execute(self, run: JobRun, attempt: Attempt, kwargs: dict) -> dict:
@@ -322,29 +407,30 @@ class JobTask(QueueOnce):
         logger.info("Starting job %s (trigger=%s, scheduled=%s, lock=acquired, ttl=%ss, attempt %d/%d%s)",
                     spec.name, attempt.trigger, iso(attempt.scheduled_for), spec.lock_ttl, attempt.number,
                     MAX_ATTEMPTS, dry)
+        keeper = RunKeeper(self.once_backend, spec.lock_key, attempt.task_id, spec.lock_ttl, run_id=run.pk,
+                           job=spec.name)
         self._context.ctx = JobContext(spec=spec, run_id=run.pk, trigger=attempt.trigger,
                                        scheduled_for=attempt.scheduled_for, attempt=attempt.number,
                                        dry_run=attempt.dry_run, deadline=attempt_deadline(spec),
-                                       local=bool(self.request.is_eager))
-
-        def lost() -> None:
-            logger.error("Job %s lost its lock while running (run %s); another run may start", spec.name, run.pk)
-
+                                       local=bool(self.request.is_eager), stop_reason=keeper.stop_reason)
         try:
-            with LockRenewer(self.once_backend, spec.lock_key, attempt.task_id, spec.lock_ttl, on_lost=lost):
+            with keeper:
                 result = super().__call__(**kwargs)
         except Retry as retry:
             self._record_retry(run, attempt, retry)
             raise
         except (KeyboardInterrupt, SystemExit) as exc:
             # Ctrl-C or SIGTERM on a local run: an operator's decision, not a bug to trace.
-            duration = JobRun.objects.finish(run, JobRun.Status.FAILED,
-                                             error=f"Interrupted during attempt {attempt.number}: {exc!r}")
+            interrupted = f"Interrupted during attempt {attempt.number}: {exc!r}"
+            duration = self._bookkeeping(lambda: JobRun.objects.finish(run, JobRun.Status.FAILED, error=interrupted),
+                                         "recording the outcome")
             logger.error("Job %s interrupted during attempt %d/%d after %dms", spec.name, attempt.number,
                          MAX_ATTEMPTS, duration)
             raise
         except BaseException as exc:
-            duration = JobRun.objects.finish(run, JobRun.Status.FAILED, error="".join(traceback.format_exception(exc)))
+            error = "".join(traceback.format_exception(exc))
+            duration = self._bookkeeping(lambda: JobRun.objects.finish(run, JobRun.Status.FAILED, error=error),
+                                         "recording the outcome")
             logger.error("Job %s failed after %d attempts in %dms: %s", spec.name, attempt.number, duration,
                          describe_error(exc), exc_info=exc)
             raise
@@ -357,7 +443,16 @@ class JobTask(QueueOnce):
                         attempt.number, MAX_ATTEMPTS, dry)
             return outcome(JobRun.Status.RUNNING, run=run)
         items = int(result) if isinstance(result, (int, float)) else None
-        duration = JobRun.objects.finish(run, JobRun.Status.SUCCEEDED, items=items)
+        stopped = keeper.stop_reason()
+        if stopped is not None:
+            # Stopped by the fence, not by a bug: no retry (a newer run owns the job now).
+            duration = self._bookkeeping(lambda: JobRun.objects.finish(
+                run, JobRun.Status.FAILED, items=items, error=f"Stopped: {stopped}."), "recording the outcome")
+            logger.error("Job %s failed after %d attempts in %dms: stopped: %s", spec.name, attempt.number,
+                         duration, stopped)
+            return outcome(JobRun.Status.FAILED, run=run, items=items)
+        duration = self._bookkeeping(lambda: JobRun.objects.finish(run, JobRun.Status.SUCCEEDED, items=items),
+                                     "recording the outcome")
         logger.info("Job %s succeeded in %dms: %s items (attempt %d/%d%s)",
                     spec.name, duration, items if items is not None else 0, attempt.number, MAX_ATTEMPTS, dry)
         return outcome(JobRun.Status.SUCCEEDED, run=run, items=items)
@@ -367,15 +462,23 @@ class JobTask(QueueOnce):
         countdown = float(retry.when or 0) if not isinstance(retry.when, dt.datetime) else 0.0
         logger.warning("Job %s attempt %d/%d failed: %s; retrying in %gs",
                        self.spec.name, attempt.number, MAX_ATTEMPTS, describe_error(retry.exc), countdown)
-        JobRun.objects.record_attempt_error(run, "".join(traceback.format_exception(retry.exc)) if retry.exc else "")
+        try:  # best effort: the final outcome keeps the last error anyway, and an outage must not cost the retry
+            JobRun.objects.record_attempt_error(
+                run, "".join(traceback.format_exception(retry.exc)) if retry.exc else "", quiet_for_s=countdown)
+        except DatabaseError as exc:
+            logger.warning("Job %s: could not record attempt %d's error (%s); the retry goes ahead",
+                           self.spec.name, attempt.number, describe_error(exc))
+            connection.close()
         if not (self.request.is_eager and countdown):
             return
         try:
             time.sleep(countdown)  # local runs honour the same backoff as the worker
         except BaseException as interrupted:  # Ctrl-C while waiting: the run ends here
             cause = "".join(traceback.format_exception(retry.exc)) if retry.exc else ""
-            JobRun.objects.finish(run, JobRun.Status.FAILED,
-                                  error=f"Interrupted during the retry wait after attempt {attempt.number}: {cause}")
+            self._bookkeeping(lambda: JobRun.objects.finish(
+                run, JobRun.Status.FAILED,
+                error=f"Interrupted during the retry wait after attempt {attempt.number}: {cause}"),
+                "recording the outcome")
             logger.error("Job %s interrupted during its retry wait after attempt %d/%d",
                          self.spec.name, attempt.number, MAX_ATTEMPTS)
             raise interrupted from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.urls import reverse
@@ -52,9 +54,10 @@ def test_job_runs_are_read_only(operator):
 
 def test_locks_page_shows_the_holder_and_clears_it_into_the_audit_log(operator, job_redis):
     spec = get_spec("update-group-statuses")
-    run = JobRun.objects.create(job=spec.name, trigger="beat", status="RUNNING", attempts=1,
-                                started_at=timezone.now(), task_id="update-group-statuses:20261130T100000Z:feed")
-    # a stale lock: its run's worker died 2 minutes ago, so 180 s of its 300 s TTL are left
+    died = timezone.now() - dt.timedelta(minutes=2)
+    run = JobRun.objects.create(job=spec.name, trigger="beat", status="RUNNING", attempts=1, started_at=died,
+                                heartbeat_at=died, task_id="update-group-statuses:20261130T100000Z:feed")
+    # a stale lock: its run's worker died 2 minutes ago (its last heartbeat), so 180 s of its 300 s TTL are left
     job_redis.set(spec.lock_key, run.task_id, px=180_000)
     page = operator.get(reverse("admin:scheduler_app_jobrun_locks")).content.decode()
     assert f"run {run.pk} until " in page

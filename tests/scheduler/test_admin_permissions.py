@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
@@ -33,10 +35,11 @@ def login(client, *codenames: str, superuser: bool = False):
 @pytest.fixture
 def held_lock(job_redis):
     spec = get_spec(SPEC_NAME)
+    stopped = timezone.now() - dt.timedelta(minutes=2)
     run = JobRun.objects.create(job=spec.name, trigger="manual", status="RUNNING", attempts=1,
-                                started_at=timezone.now(), task_id=TASK_ID)
-    # a stale holder: no worker runs it and it stopped renewing (200 s of its 600 s TTL left),
-    # so a clear goes through without "even if running"
+                                started_at=stopped, heartbeat_at=stopped, task_id=TASK_ID)
+    # a stale holder: no worker runs it and its heartbeat stopped 2 minutes ago (200 s of its 600 s TTL
+    # left), so a clear goes through without "even if running"
     job_redis.set(spec.lock_key, TASK_ID, px=200_000)
     return spec, run, job_redis
 

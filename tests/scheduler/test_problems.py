@@ -30,10 +30,12 @@ def hourly_task(created: str, name: str = "test-noop", enabled: bool = True) -> 
         return PeriodicTask.objects.create(name=name, task=get_spec(name).task_name, crontab=cron, enabled=enabled)
 
 
-def run(job="test-noop", *, scheduled: str | None, started: str, status="SUCCEEDED", skip="", duration_ms=1000):
+def run(job="test-noop", *, scheduled: str | None, started: str, status="SUCCEEDED", skip="", duration_ms=1000,
+        heartbeat: str | None = None):
     return JobRun.objects.create(
         job=job, trigger="beat" if scheduled else "manual", scheduled_for=at(scheduled) if scheduled else None,
         status=status, skip_reason=skip, attempts=1, started_at=at(started),
+        heartbeat_at=at(heartbeat) if heartbeat else None,
         finished_at=None if status == "RUNNING" else at(started) + dt.timedelta(milliseconds=duration_ms),
         duration_ms=None if status == "RUNNING" else duration_ms, task_id=uuid.uuid4().hex)
 
@@ -124,9 +126,22 @@ def test_overrunning_after_three_times_p95_of_recent_runs():
     # given 5 successful runs of 40 s: expected 120 s
     for hour in range(5):
         run(scheduled=None, started=f"2026-11-30T0{hour}:00:00", duration_ms=40_000)
-    running = run(scheduled=None, started="2026-11-30T06:00:00", status="RUNNING")
+    # and a run started at 06:00:00 that is alive (its heartbeat written a second ago)
+    running = run(scheduled=None, started="2026-11-30T06:00:00", status="RUNNING", heartbeat="2026-11-30T06:01:59")
     assert lines("2026-11-30T06:02:00") == []  # exactly 120 s: not yet
+    JobRun.objects.filter(pk=running.pk).update(heartbeat_at=at("2026-11-30T06:02:00"))
     assert lines("2026-11-30T06:02:01") == [f"test-noop overrunning run {running.pk} since 2026-11-30T06:00:00Z"]
+
+
+def test_a_run_without_heartbeat_for_three_periods_is_lost_not_overrunning(settings):
+    # given heartbeats every 10 s: lost after 30 s without one
+    settings.RUN_HEARTBEAT_SECONDS = 10
+    running = run(scheduled=None, started="2026-11-30T06:00:00", status="RUNNING", heartbeat="2026-11-30T06:00:10")
+    # then it is alive up to 30 s after its last heartbeat, and lost after that
+    assert lines("2026-11-30T06:00:40") == []
+    assert lines("2026-11-30T06:00:41") == [f"test-noop lost run {running.pk} last heartbeat 2026-11-30T06:00:10Z"]
+    # and a run past its expected duration (180 s) that is lost is reported as lost only
+    assert lines("2026-11-30T06:03:01") == [f"test-noop lost run {running.pk} last heartbeat 2026-11-30T06:00:10Z"]
 
 
 def test_check_schedules_command_exit_codes(capsys):

@@ -77,8 +77,7 @@ class Command(BaseCommand):
                     sys.exit(EXIT_SKIPPED)
             sys.exit(self._run(name, spec, dry_run=dry_run, local=local, timeout=timeout, scheduled_for=slot))
         except DatabaseError as exc:
-            self.stderr.write(f"The database is not usable ({type(exc).__name__}: {exc}); "
-                              "has `manage.py migrate` been run?")
+            self.stderr.write(_describe_database_problem(exc))
             sys.exit(EXIT_FAILED)
         except (BrokerError, RedisError) as exc:
             from django.conf import settings
@@ -130,12 +129,75 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Sent job {name} as task {result.id}; waiting for the worker (Ctrl-C stops waiting, not the job)"
             )
-            try:
-                result.get(timeout=timeout, propagate=False, interval=0.2)
-            except Exception as exc:  # celery.exceptions.TimeoutError
-                self.stderr.write(f"No outcome for task {result.id} within {timeout:g}s: {type(exc).__name__}")
-                return EXIT_FAILED
+            return self._wait(name, result, timeout)
         return self._report(name, result.id, timeout)
+
+    def _wait(self, name: str, result, timeout: float) -> int:
+        """Wait for the run of ``result`` (an AsyncResult) to end; return the exit code.
+
+        The database is watched first (the run's row, every 0.2 s), the result
+        backend second, so that:
+
+        * a broker or Redis outage is waited through (the row still tells the outcome);
+        * a run whose heartbeat stopped (its whole worker died) is reported within
+          :func:`presumed_dead_after_seconds` (1.25 heartbeat periods + 1 s) and exits 1;
+        * a worker that reports the run's process lost (``WorkerLostError``) exits 1 at once;
+        * a database outage is waited through too (the worker writes the outcome once it is back).
+        """
+        from django.db import DatabaseError, connection
+        from django.utils import timezone
+
+        from scheduler_app.context import heartbeat_seconds, presumed_dead_after_seconds
+
+        deadline = time.monotonic() + timeout
+        problems: set[str] = set()
+
+        def once(kind: str, message: str) -> None:
+            if kind not in problems:
+                problems.add(kind)
+                self.stderr.write(message)
+
+        while time.monotonic() < deadline:
+            run = None
+            try:
+                run = JobRun.objects.filter(task_id=result.id).first()
+                if "database" in problems:
+                    problems.discard("database")
+                    self.stderr.write("The database answers again; still waiting")
+            except DatabaseError as exc:
+                connection.close()
+                once("database", f"The database does not answer ({_first_line(exc)}); still waiting: the worker "
+                                 "records the outcome once it is back")
+            if run is not None and run.status != JobRun.Status.RUNNING:
+                return self._report(name, result.id, timeout)
+            if run is not None and run.deferred_until is not None:
+                return self._report(name, result.id, max(deadline - time.monotonic(), 1))
+            if run is not None:
+                silent = (timezone.now() - (run.heartbeat_at or run.started_at)).total_seconds()
+                if silent > presumed_dead_after_seconds():
+                    self.stderr.write(
+                        f"Job {name}: run {run.pk} on {run.worker or 'its worker'} has sent no heartbeat for "
+                        f"{silent:.0f}s (one every {heartbeat_seconds():g}s): its worker died. The run will be "
+                        "recorded as lost by the next run of the job (or `check_schedules`); its lock is taken "
+                        "over then.")
+                    return EXIT_FAILED
+            try:
+                state, info = result.state, result.info
+                if "broker" in problems:
+                    problems.discard("broker")
+                    self.stderr.write("Redis answers again; still waiting")
+            except Exception as exc:  # the result backend is Redis: any connection error means "not now"
+                once("broker", f"Redis does not answer ({type(exc).__name__}); still waiting for the run's "
+                               "outcome (reconnecting; the outcome is read from the database)")
+                state, info = None, None
+            if state == "FAILURE" and (run is None or run.status == JobRun.Status.RUNNING):
+                self.stderr.write(f"Job {name}: the worker lost the process running task {result.id}: "
+                                  f"{type(info).__name__}: {info}")
+                return EXIT_FAILED
+            time.sleep(0.2)
+        self.stderr.write(f"No outcome for task {result.id} within {timeout:g}s; the run may still be going "
+                          "(see the admin's Job runs)")
+        return EXIT_FAILED
 
     def _report(self, name: str, task_id: str, timeout: float = 3600) -> int:
         run = None
@@ -218,6 +280,23 @@ def _scheduled_time(name: str, text: str) -> dt.datetime:
             f"--scheduled-for={iso(moment)} is not a scheduled time of {name} ({schedule!r}); the nearest are "
             f"{iso(before)} and {iso(after[0]) if after else 'none'}", returncode=EXIT_USAGE)
     return moment
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _describe_database_problem(exc: BaseException) -> str:
+    """One line naming the real cause: missing tables (run migrate) or a database that does not answer."""
+    from django.db import ProgrammingError
+
+    text = str(exc).lower()
+    missing_table = "no such table" in text or ("relation" in text and "does not exist" in text)
+    if isinstance(exc, ProgrammingError) or missing_table:
+        return f"The database has no tables for this project ({_first_line(exc)}); run `manage.py migrate`"
+    return (f"The database does not answer ({_first_line(exc)}); start it or check DATABASE_URL. A run already sent "
+            "goes on in the worker, which records its outcome once the database is back")
 
 
 def _safe_url() -> str:
