@@ -273,7 +273,10 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the worker, beat and web processes read while one writes; the
     # busy timeout makes a writer wait for the lock instead of failing at once.
     _db.setdefault("OPTIONS", {})
-    _db["OPTIONS"].update({"timeout": 30, "transaction_mode": "IMMEDIATE",
+    # The busy timeout (seconds a statement waits for another process's lock) is 30 s unless the URL
+    # sets it, e.g. sqlite:///db.sqlite3?timeout=5.
+    _db["OPTIONS"].setdefault("timeout", 30)
+    _db["OPTIONS"].update({"transaction_mode": "IMMEDIATE",
                            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"})
     _test_name = env_str("DJANGO_TEST_SQLITE_NAME")
     _db["TEST"] = {"NAME": _test_name or str(RUN_DIR / "test-db.sqlite3")}

@@ -140,7 +140,9 @@ class Command(BaseCommand):
 
         * a broker or Redis outage is waited through (the row still tells the outcome);
         * a run whose heartbeat stopped (its whole worker died) is reported within
-          :func:`presumed_dead_after_seconds` (1.25 heartbeat periods + 1 s) and exits 1;
+          :func:`presumed_dead_after_seconds` (1.25 heartbeat periods + 1 s), plus the 1 s in which the
+          workers are asked whether one still holds its task, and exits 1; a run whose worker still
+          holds its task (its heartbeats fail because the database does not answer it) is waited for;
         * a worker that reports the run's process lost (``WorkerLostError``) exits 1 at once;
         * a database outage is waited through too (the worker writes the outcome once it is back).
         """
@@ -150,6 +152,7 @@ class Command(BaseCommand):
         from scheduler_app.context import heartbeat_seconds, presumed_dead_after_seconds
 
         deadline = time.monotonic() + timeout
+        ask_again_at = 0.0  # when a silent run's workers may be asked again whether they hold its task
         problems: set[str] = set()
 
         def once(kind: str, message: str) -> None:
@@ -174,13 +177,23 @@ class Command(BaseCommand):
                 return self._report(name, result.id, max(deadline - time.monotonic(), 1))
             if run is not None:
                 silent = (timezone.now() - (run.heartbeat_at or run.started_at)).total_seconds()
-                if silent > presumed_dead_after_seconds():
-                    self.stderr.write(
-                        f"Job {name}: run {run.pk} on {run.worker or 'its worker'} has sent no heartbeat for "
-                        f"{silent:.0f}s (one every {heartbeat_seconds():g}s): its worker died. The run will be "
-                        "recorded as lost by the next run of the job (or `check_schedules`); its lock is taken "
-                        "over then.")
-                    return EXIT_FAILED
+                if silent > presumed_dead_after_seconds() and time.monotonic() >= ask_again_at:
+                    # A silent heartbeat is a dead worker or a database the worker cannot write to
+                    # (its bookkeeping waits the outage through): the workers tell them apart.
+                    try:
+                        holder = _worker_holding(result.id)
+                    except Exception:  # the broker does not answer: nobody can tell, so wait
+                        holder = "a worker that cannot be asked now (Redis does not answer)"
+                    if holder is None:
+                        self.stderr.write(
+                            f"Job {name}: run {run.pk} on {run.worker or 'its worker'} has sent no heartbeat for "
+                            f"{silent:.0f}s (one every {heartbeat_seconds():g}s) and no worker holds its task: its "
+                            "worker died. The run will be recorded as lost by the next run of the job (or "
+                            "`check_schedules`); its lock is taken over then.")
+                        return EXIT_FAILED
+                    ask_again_at = time.monotonic() + presumed_dead_after_seconds()
+                    once("silent", f"Job {name}: run {run.pk} has sent no heartbeat for {silent:.0f}s, but its "
+                                   f"task is still held by {holder} (the database may not answer it); still waiting")
             try:
                 state, info = result.state, result.info
                 if "broker" in problems:
@@ -280,6 +293,22 @@ def _scheduled_time(name: str, text: str) -> dt.datetime:
             f"--scheduled-for={iso(moment)} is not a scheduled time of {name} ({schedule!r}); the nearest are "
             f"{iso(before)} and {iso(after[0]) if after else 'none'}", returncode=EXIT_USAGE)
     return moment
+
+
+def _worker_holding(task_id: str, timeout: float = 1.0) -> str | None:
+    """The worker that reports holding ``task_id`` (running it, or waiting to run or retry it), or None.
+
+    One ``query_task`` broadcast, answered by each worker's main process even
+    while its pool process is busy; a worker that was killed does not answer.
+    Raises the broker's error when the workers cannot be asked.
+    """
+    from celery import current_app
+
+    replies = current_app.control.inspect(timeout=timeout).query_task(task_id) or {}
+    for worker, tasks in replies.items():
+        if task_id in (tasks or {}):
+            return worker
+    return None
 
 
 def _first_line(exc: BaseException) -> str:
