@@ -20,6 +20,8 @@ BAD_VALUES = [
     ("INACTIVE_GROUP_DAYS", "thirty", "an integer from 1 to 36500"),
     ("TIME_ZONE", "Mars/Olympus", "IANA time zone"),
     ("SENTRY_TRACES_SAMPLE_RATE", "2", "a number from 0.0 to 1.0"),
+    ("RUN_HEARTBEAT_SECONDS", "0", "a number from 0.2 to 3600.0"),
+    ("RUN_HEARTBEAT_SECONDS", "often", "a number from 0.2 to 3600.0"),
     ("DJANGO_DEBUG", "maybe", "true/false"),
     ("REDIS_URL", "http://localhost:6379", "redis://"),
     ("REDIS_URL", "redis://localhost:6379/99", "from 0 to 15"),
