@@ -4,18 +4,18 @@ The database is the fence, the Redis lock the fast path. While an attempt
 runs, :class:`RunKeeper` wakes every ``RUN_HEARTBEAT_SECONDS`` (or a third of
 the lock's TTL, if shorter) and
 
-1. writes the run's heartbeat (``JobRun.heartbeat_at``, one conditional
-   UPDATE). Other processes judge a run lost from that heartbeat alone
-   (3 periods without one), never from the Redis key. If the UPDATE finds
-   the run no longer RUNNING, another process judged it lost: the run must
-   stop (:attr:`RunKeeper.stop_reason`). A database that does not answer is
-   tried again next period;
-2. renews the job's lock under the run's token. If the key has vanished
+1. renews the job's lock under the run's token. If the key has vanished
    (Redis restarted without persistence, or a failover lost the last writes),
    the run takes it back with its own token. If another token holds it and
    that token's run is working (RUNNING with a fresh heartbeat), the run
    stops before its next batch; a holder that is not working (a trigger the
-   database will refuse) is waited out, and the key taken back once free.
+   database will refuse) is waited out, and the key taken back once free;
+2. writes the run's heartbeat (``JobRun.heartbeat_at``, one conditional
+   UPDATE). Other processes judge a run lost from that heartbeat alone
+   (3 periods without one), never from the Redis key. If the UPDATE finds
+   the run no longer RUNNING, another process judged it lost: the run must
+   stop (:attr:`RunKeeper.stop_reason`). A database that does not answer is
+   tried again next period.
 
 The job function sees a stop through ``JobContext.should_stop()``; the engine
 then records the run FAILED with the reason.
@@ -80,10 +80,15 @@ class RunKeeper:
             connection.close()  # this thread's own database connection
 
     def beat(self) -> None:
-        """One round: heartbeat, then lock. Never raises."""
-        self._heartbeat()
+        """One round: lock, then heartbeat. Never raises.
+
+        The lock first: on SQLite a heartbeat may wait for the job's own write
+        transaction (one writer at a time), and the lock's TTL must not run
+        out meanwhile.
+        """
+        self._keep_lock()
         if self._reason is None:
-            self._keep_lock()
+            self._heartbeat()
 
     def _heartbeat(self) -> None:
         from scheduler_app.models import JobRun
