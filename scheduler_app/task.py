@@ -36,9 +36,11 @@ every job does:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import logging
+import signal
 import threading
 import time
 import traceback
@@ -67,7 +69,7 @@ from scheduler_app.locks import CLAIM_HELD_ALREADY, CLAIM_REFUSED, LockHeld, Own
 from scheduler_app.models import JobRun
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from scheduler_app.registry import JobSpec
 
@@ -100,6 +102,25 @@ class Attempt:
         return cls(task_id=request.id, number=request.retries + 1,
                    trigger=kwargs.get("trigger", JobRun.Trigger.MANUAL),
                    scheduled_for=parse_iso(kwargs.get("scheduled_for")), dry_run=bool(kwargs.get("dry_run", False)))
+
+
+@contextlib.contextmanager
+def stop_signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM, SIGINT and SIGQUIT back until the block ends (main thread only; elsewhere nothing changes).
+
+    A signal that arrives meanwhile stays pending and is handled as usual
+    right after the block. SIGKILL cannot be deferred: a sender killed that
+    way between lock and message leaves the lock until its TTL.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def outcome(status: str, *, run: JobRun | None, skip_reason: str = "", items: int | None = None) -> dict:
@@ -221,7 +242,7 @@ class JobTask(QueueOnce):
             # A holder that died (no heartbeat for 3 periods) is taken over now, not after its whole TTL.
             same_time = scheduled_for is not None and held.holder is not None \
                 and slot_of_task_id(held.holder.token) == own_slot  # a duplicate trigger: never a takeover
-            if held.holder is None or same_time or not self._take_over_from_dead_holder(task_id):
+            if held.holder is None or same_time or not self._take_over_from_dead_holder(task_id, patient=False):
                 raise
             self.once_backend.raise_or_lock(self.spec.lock_key, timeout=self.spec.lock_ttl, token=task_id, wait=0.0)
 
@@ -235,14 +256,18 @@ class JobTask(QueueOnce):
         if options.get("retries"):
             # A retry message of a run that already holds the lock.
             return Task.apply_async(self, args, kwargs, task_id=task_id, **options)
-        task_id, kwargs, rejected = self.reserve(kwargs, options.get("headers"), task_id)
-        if rejected is not None:
-            return rejected
-        try:
-            return Task.apply_async(self, args, kwargs, task_id=task_id, **options)
-        except Exception:
-            self.once_backend.clear_lock(self.spec.lock_key, token=task_id)
-            raise
+        # Taking the lock and queueing the message happen together: a beat or run_job
+        # told to stop (SIGTERM, Ctrl-C) in between would leave a lock without a
+        # message, and the job's triggers skipped until its TTL ends.
+        with stop_signals_deferred():
+            task_id, kwargs, rejected = self.reserve(kwargs, options.get("headers"), task_id)
+            if rejected is not None:
+                return rejected
+            try:
+                return Task.apply_async(self, args, kwargs, task_id=task_id, **options)
+            except Exception:
+                self.once_backend.clear_lock(self.spec.lock_key, token=task_id)
+                raise
 
     def run_locally(self, kwargs: dict | None = None):
         """Run in this process under the same lock, retries, time limits and history (``run_job --local``).
@@ -339,24 +364,27 @@ class JobTask(QueueOnce):
                     "run)", self.spec.name, holder_text)
         return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.LOCK_HELD)
 
-    def _take_over_from_dead_holder(self, own_token: str) -> bool:
+    def _take_over_from_dead_holder(self, own_token: str, *, patient: bool = True) -> bool:
         """Free the job's lock when its holder is dead by the database's judgement; True when it is free now.
 
         Dead: the holder's run ended, or has had no heartbeat for 3 periods
         (:meth:`JobRunQuerySet.holder_is_dead`); such a run is marked lost and
         its lock deleted by compare-and-delete on its token, so a holder that
         changed meanwhile keeps its lock. A holder without a run (a message
-        still queued) is never taken over.
+        still queued) is never taken over. ``patient``: wait through a
+        database outage (a worker); a sender (beat, ``run_job``) does not.
         """
+        def step(fn: Callable[[], T], what: str) -> T:
+            return self._bookkeeping(fn, what) if patient else fn()
+
         holder = self.once_backend.holder(self.spec.lock_key)
         if holder is None:
             return True
-        dead = self._bookkeeping(lambda: JobRun.objects.holder_is_dead(holder.token), "checking the lock's holder")
+        dead = step(lambda: JobRun.objects.holder_is_dead(holder.token), "checking the lock's holder")
         if dead is None:
             return False
         if dead.status == JobRun.Status.RUNNING:
-            self._bookkeeping(lambda: JobRun.objects.mark_lost(self.spec.name, exclude_task_id=own_token),
-                              "marking lost runs")
+            step(lambda: JobRun.objects.mark_lost(self.spec.name, exclude_task_id=own_token), "marking lost runs")
         if self.once_backend.clear_lock(self.spec.lock_key, token=holder.token):
             last = dead.heartbeat_at or dead.started_at
             logger.warning("Job %s: the lock of run %s (%s, last heartbeat %s) was left by a process that is gone; "

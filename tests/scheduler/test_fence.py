@@ -233,3 +233,38 @@ def test_bookkeeping_gives_up_after_its_limit(monkeypatch):
 
     with pytest.raises(OperationalError):
         until_database_answers(down, what="x", job="j", max_wait_s=0)
+
+
+def test_a_stop_signal_while_sending_is_handled_once_the_message_is_queued(job_redis, monkeypatch):
+    # given a sender (beat, run_job) whose stop signal raises SystemExit, as celery beat's SIGTERM handler does
+    import os
+    import signal
+
+    task = current_app.tasks[get_spec("test-noop").task_name]
+    key = get_spec("test-noop").lock_key
+    queue = "test-fence-nobody-consumes"
+    job_redis.delete(queue)
+    take = task.once_backend.raise_or_lock
+
+    def take_then_get_stopped(*args, **kwargs):
+        token = take(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # arrives between taking the lock and queueing the message
+        time.sleep(0.05)
+        return token
+
+    def stop(signum, frame):
+        raise SystemExit(f"signal {signum}")
+
+    monkeypatch.setattr(task.once_backend, "raise_or_lock", take_then_get_stopped)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        # when it is told to stop while sending
+        with pytest.raises(SystemExit):
+            task.apply_async(kwargs={"trigger": "manual"}, queue=queue)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    # then the stop came after the message was queued: the lock's holder has its message, no orphan lock
+    holder = job_redis.get(key)
+    assert holder is not None and holder.startswith("test-noop:manual:")
+    assert job_redis.llen(queue) == 1 and holder in job_redis.lindex(queue, 0)
+    job_redis.delete(queue, key)

@@ -732,3 +732,45 @@ def test_summaries_caught_up_on_tuesday_carry_mondays_scheduled_time(start_beat,
     assert message.scheduled_for == at("2026-11-30 09:00")
     assert message.kwargs == {"trigger": "beat", "scheduled_for": "2026-11-30T09:00:00Z"}
     assert week_bounds(now=message.scheduled_for) == (at("2026-11-23 00:00"), at("2026-11-30 00:00"))
+
+
+def tick_with_a_worker(app, scheduler: JobScheduler, broker: Broker, job: str, ticks: int) -> None:
+    """``ticks`` beat ticks at a frozen clock, each sent run ended (lock released) before the next tick."""
+    for _ in range(ticks):
+        scheduler.tick()
+        finish_runs(app, broker, job)
+
+
+def test_a_late_tick_sends_every_time_still_within_the_grace_oldest_first(app, start_beat, broker):
+    job = "test-noop"
+    # given test-noop every minute (grace 300 s), last sent for 10:00:00Z, and this beat's next tick 3.5
+    # minutes late (it was held up while another beat restarted); 10:02 was sent by the other beat and
+    # refused by the engine (a SKIPPED run: its trigger came)
+    with time_machine.travel(at("2026-11-30 10:00:30"), tick=False) as clock:
+        registered_jobs_quiet()
+        PeriodicTask.objects.filter(name=job).update(crontab=None, interval=every(1), enabled=True,
+                                                     last_run_at=at("2026-11-30 10:00:00"))
+        JobRun.objects.create(job=job, trigger="beat", scheduled_for=at("2026-11-30 10:02"), status="SKIPPED",
+                              skip_reason="lock_held", started_at=at("2026-11-30 10:02:01"), task_id="other-beat")
+        scheduler = start_beat()
+        # when its next ticks come at 10:03:30Z
+        clock.move_to(at("2026-11-30 10:03:30"))
+        tick_with_a_worker(app, scheduler, broker, job, 5)
+    # then 10:01 and 10:03 are sent, oldest first, each once; 10:02 is not sent again
+    assert broker.times(job) == [at("2026-11-30 10:01"), at("2026-11-30 10:03")]
+
+
+def test_after_downtime_longer_than_the_grace_the_catch_up_policy_decides_also_for_recent_times(
+        app, start_beat, broker):
+    job = "test-noop"
+    # given test-noop every minute (catch-up latest), last sent for 10:00:00Z, and the next tick at 10:07:30Z:
+    # 10:01 and 10:02 are older than the 300 s grace, so beat was down, not late
+    with time_machine.travel(at("2026-11-30 10:00:30"), tick=False) as clock:
+        registered_jobs_quiet()
+        PeriodicTask.objects.filter(name=job).update(crontab=None, interval=every(1), enabled=True,
+                                                     last_run_at=at("2026-11-30 10:00:00"))
+        scheduler = start_beat()
+        clock.move_to(at("2026-11-30 10:07:30"))
+        tick_with_a_worker(app, scheduler, broker, job, 8)
+    # then the policy `latest` decides: the latest time alone, as after any beat downtime
+    assert broker.times(job) == [at("2026-11-30 10:07")]
