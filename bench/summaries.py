@@ -14,6 +14,7 @@ The run is the job's: ``now`` is Monday 2026-11-30 10:00 UTC, so the week is
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
@@ -240,6 +241,18 @@ def _process_listening_on(port: int):
     return None
 
 
+def _run_queue_seconds(process) -> float:
+    """Seconds the threads of a process spent runnable but waiting for a core (Linux ``schedstat``); 0 elsewhere."""
+    total = 0.0
+    try:
+        for task in Path(f"/proc/{process.pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1]) / 1e9
+    except OSError:
+        return 0.0
+    return total
+
+
 class CpuMeter:
     """CPU seconds of the processes taking part in a run, and of the whole machine, between two readings.
 
@@ -269,12 +282,16 @@ class CpuMeter:
 
     def _read(self) -> dict[str, float]:
         readings = {name: _cpu_seconds(process) for name, process in self.parts.items()}
+        readings.update({f"wait:{name}": _run_queue_seconds(process) for name, process in self.parts.items()})
         readings["machine"] = _machine_busy_seconds()
         readings["wall"] = time.perf_counter()
         return readings
 
     def stop(self) -> dict[str, float]:
-        """CPU seconds per part since the meter was made, plus ``others``, ``machine`` and ``wall`` seconds."""
+        """CPU seconds per part since the meter was made, plus ``others``, ``machine`` and ``wall`` seconds.
+
+        ``wait:<part>``: seconds that part was ready to run but waited for a core (the machine was busy).
+        """
         after = self._read()
         used = {name: max(after[name] - self._before[name], 0.0) for name in after}
         used["others"] = max(used["machine"] - sum(used[name] for name in self.parts), 0.0)
@@ -297,7 +314,22 @@ def _cpu_line(used: dict[str, float], emails: int) -> str:
 
 
 def _ours(used: dict[str, float]) -> float:
-    return sum(seconds for name, seconds in used.items() if name not in ("machine", "wall", "others"))
+    return sum(seconds for name, seconds in used.items()
+               if name not in ("machine", "wall", "others") and not name.startswith("wait:"))
+
+
+def _wait_line(used: dict[str, float]) -> str:
+    """``waited for a core: pool 12% (9% + 15%), smtp 20%`` of the run's wall time."""
+    wall = used["wall"]
+    pools = [name for name in used if name.startswith("wait:pool-")]
+    parts = []
+    if pools:
+        each = " + ".join(f"{100 * used[name] / wall:.0f}%" for name in pools)
+        parts.append(f"pool {100 * sum(used[name] for name in pools) / wall / len(pools):.0f}%"
+                     + (f" ({each})" if len(pools) > 1 else ""))
+    parts += [f"{name[5:]} {100 * used[name] / wall:.0f}%" for name in ("wait:smtp", "wait:bench") if name in used]
+    idle = (os.cpu_count() or 1) - used["machine"] / wall
+    return f"waited for a core: {', '.join(parts)} of the time; idle {idle:.2f} cores"
 
 
 def _start_worker(workdir: str, *, processes: int, smtp: SinkProcess) -> tuple[subprocess.Popen, Path]:
@@ -414,7 +446,7 @@ def _pipeline(smtp: SinkProcess, expected: int, *, processes: int, workdir: str,
               "finish": finished - batches_done}
     log(f"summaries: {expected:,} emails through SMTP with {processes} worker process(es) in {seconds:.2f}s "
         f"({run.parts_total} batches; dispatch {phases['dispatch']:.2f}s, batches {phases['batches']:.2f}s, "
-        f"finish {phases['finish']:.2f}s); {_cpu_line(used, expected)}")
+        f"finish {phases['finish']:.2f}s); {_cpu_line(used, expected)}; {_wait_line(used)}")
     return expected / seconds, used, phases
 
 
