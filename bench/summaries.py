@@ -515,5 +515,11 @@ def run_smtp(*, groups: int, workdir: str | None = None, log=print) -> dict[str,
             f"summaries.smtp_redis_cpu_ms_per_email_{label}": ms(used[n].get("redis", 0.0)),
             f"summaries.smtp_other_work_cores_{label}": round(others[n], 2),
             f"summaries.smtp_serial_seconds_{label}": round(phases[n]["dispatch"] + phases[n]["finish"], 2),
+            # Share of the run a pool process (on average) and the SMTP server were ready but waited for a core.
+            f"summaries.smtp_pool_waited_for_core_{label}": round(
+                sum(s for name, s in used[n].items() if name.startswith("wait:pool-"))
+                / max(sum(1 for name in used[n] if name.startswith("wait:pool-")), 1) / used[n]["wall"], 2),
+            f"summaries.smtp_server_waited_for_core_{label}": round(used[n].get("wait:smtp", 0.0) / used[n]["wall"], 2),
+            f"summaries.smtp_idle_cores_{label}": round(cores - used[n]["machine"] / used[n]["wall"], 2),
         })
     return results
