@@ -101,6 +101,10 @@ def _rows(r: Results) -> list[tuple[str, str, str, str, str]]:
             ("summaries via SMTP, 2 worker processes", f"{_n(r['summaries.smtp_emails_per_s_2_workers'])} emails/s",
              f"1 process {_n(r['summaries.smtp_emails_per_s_1_worker'])} emails/s",
              f"{r['summaries.smtp_speedup_2_workers']:.2f}x", "summaries 2 vs 1 worker process"),
+            ("  CPU per email, 2 processes (all parts)", f"{r['summaries.smtp_cpu_ms_per_email_2_workers']:.2f} ms",
+             f"other work used {r['summaries.smtp_other_work_cores_2_workers']:.2f} of {r['meta.cpus']} cores"
+             if "meta.cpus" in r else f"other work used {r['summaries.smtp_other_work_cores_2_workers']:.2f} cores",
+             f"ceiling {r['summaries.smtp_cpu_ceiling_speedup_2_workers_left_by_others']:.2f}x", ""),
         ]
     if "statuses.groups" in r:
         rows += [

@@ -458,8 +458,13 @@ def _money(amount: Decimal, currency: str) -> str:
 
 
 def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, start: dt.datetime,
-                   end: dt.datetime, result: _WeekResult) -> list[_Outgoing]:
+                   end: dt.datetime, result: _WeekResult,
+                   unsubscribe_url: Callable[[int], str] | None = None) -> list[_Outgoing]:
     """For a dry run: load what the chunk's emails would need in four queries and render them.
+
+    With ``unsubscribe_url`` (a user id to its link) the messages carry the
+    link and headers that the delivery batches give theirs (the benchmark's
+    baseline sends the same messages as the job).
 
     Counts members without an email into ``result.without_email`` and those
     whose address is not usable (:func:`_usable_address`) into
@@ -496,7 +501,9 @@ def _prepare_chunk(summaries: Sequence[WeeklySummary], *, week_start: dt.date, s
         if not _usable_address(email):
             result.invalid_email += 1
             continue
-        message = lookups.message(member, by_group[member.group_id], email=email, week_start=week_start)
+        url = unsubscribe_url(member.user_id) if unsubscribe_url is not None else ""
+        message = lookups.message(member, by_group[member.group_id], email=email, week_start=week_start,
+                                  unsubscribe_url=url)
         outgoing.append(_Outgoing(delivery_id=None, membership_id=member.pk, message=message))
     return outgoing
 
