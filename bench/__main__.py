@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     started_at = dt.datetime.now(dt.UTC)
     try:
-        with bench_environment(os.environ.get("DATABASE_URL") or None) as (vendor, _url, workdir):
+        with bench_environment(os.environ.get("DATABASE_URL") or None) as (vendor, _url, workdir, _redis):
             _progress(f"{'quick' if args.quick else 'full'} run on a throwaway {vendor} database: "
                       f"{', '.join(args.sections)}")
             from django.conf import settings

@@ -148,20 +148,28 @@ def migrate() -> None:
 
 
 @contextlib.contextmanager
-def bench_environment(database_url: str | None) -> Iterator[tuple[str, str, str]]:
+def bench_environment(database_url: str | None, *, prefix: str = "bench-", name: str | None = None,
+                      extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, str, str, str]]:
     """Throwaway database + private Redis + Django set up and migrated.
 
-    Yields ``(vendor, database_url, workdir)``. Everything is removed on exit,
-    also after Ctrl-C.
+    Args:
+        database_url: the server to make the throwaway database on (None: a SQLite file in the workdir).
+        prefix: the temporary workdir's name prefix.
+        name: the throwaway PostgreSQL database's name (default ``bench_<pid>``).
+        extra_env: environment variables set before Django is set up (e.g. ``EXTRA_JOB_MODULES``).
+    Yields ``(vendor, database_url, workdir, redis_url)``. Everything is
+    removed on exit, also after Ctrl-C.
     """
-    workdir = tempfile.mkdtemp(prefix="bench-")
+    workdir = tempfile.mkdtemp(prefix=prefix)
     try:
-        with throwaway_database(database_url, workdir) as (vendor, url), redis_server(workdir) as redis_url:
+        with throwaway_database(database_url, workdir, name=name) as (vendor, url), \
+                redis_server(workdir) as redis_url:
             configure_environment(database_url=url, redis_url=redis_url)
+            os.environ.update(extra_env or {})
             setup_django()
             try:
                 migrate()
-                yield vendor, url, workdir
+                yield vendor, url, workdir, redis_url
             finally:
                 from django.db import connections
 

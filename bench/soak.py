@@ -52,7 +52,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -62,13 +61,9 @@ from typing import Any
 from bench.environment import (
     ROOT,
     BenchSetupError,
-    configure_environment,
+    bench_environment,
     die_with_parent,
-    migrate,
-    redis_server,
-    setup_django,
     stop_process_group,
-    throwaway_database,
 )
 
 DEFAULT_SECONDS = 600
@@ -200,27 +195,15 @@ def start_and_wait(proc: SoakProcess) -> None:
 
 @contextlib.contextmanager
 def soak_environment(database_url: str | None) -> Iterator[tuple[str, Path, str]]:
-    """Throwaway database and Redis, Django set up and migrated; yield ``(vendor, workdir, redis_url)``.
+    """Throwaway database and Redis, Django set up with the soak jobs, migrated.
+
+    Yields ``(vendor, workdir, redis_url)``.
 
     Everything is removed on exit, also after Ctrl-C.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="soak-"))
-    try:
-        name = f"soak_{secrets.token_hex(4)}"
-        with throwaway_database(database_url, str(workdir), name=name) as (vendor, url), \
-                redis_server(str(workdir)) as redis_url:
-            configure_environment(database_url=url, redis_url=redis_url)
-            os.environ["EXTRA_JOB_MODULES"] = "bench.soak_jobs"
-            setup_django()
-            try:
-                migrate()
-                yield vendor, workdir, redis_url
-            finally:
-                from django.db import connections
-
-                connections.close_all()
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    with bench_environment(database_url, prefix="soak-", name=f"soak_{secrets.token_hex(4)}",
+                           extra_env={"EXTRA_JOB_MODULES": "bench.soak_jobs"}) as (vendor, _url, workdir, redis_url):
+        yield vendor, Path(workdir), redis_url
 
 
 def child_env() -> dict[str, str]:
