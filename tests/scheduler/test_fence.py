@@ -240,10 +240,11 @@ def test_a_stop_signal_while_sending_is_handled_once_the_message_is_queued(job_r
     import os
     import signal
 
+    from celery.signals import after_task_publish
+
     task = current_app.tasks[get_spec("test-noop").task_name]
     key = get_spec("test-noop").lock_key
-    queue = "test-fence-nobody-consumes"
-    job_redis.delete(queue)
+    events: list[str] = []
     take = task.once_backend.raise_or_lock
 
     def take_then_get_stopped(*args, **kwargs):
@@ -253,18 +254,24 @@ def test_a_stop_signal_while_sending_is_handled_once_the_message_is_queued(job_r
         return token
 
     def stop(signum, frame):
+        events.append("stopped")
         raise SystemExit(f"signal {signum}")
 
+    def published(sender=None, headers=None, **kwargs):
+        events.append(f"published {headers['id']}")
+
     monkeypatch.setattr(task.once_backend, "raise_or_lock", take_then_get_stopped)
+    after_task_publish.connect(published, weak=False)
     previous = signal.signal(signal.SIGTERM, stop)
     try:
-        # when it is told to stop while sending
+        # when it is told to stop while sending (to a queue no worker reads)
         with pytest.raises(SystemExit):
-            task.apply_async(kwargs={"trigger": "manual"}, queue=queue)
+            task.apply_async(kwargs={"trigger": "manual"}, queue="test-fence-nobody-consumes")
     finally:
         signal.signal(signal.SIGTERM, previous)
+        after_task_publish.disconnect(published)
     # then the stop came after the message was queued: the lock's holder has its message, no orphan lock
     holder = job_redis.get(key)
     assert holder is not None and holder.startswith("test-noop:manual:")
-    assert job_redis.llen(queue) == 1 and holder in job_redis.lindex(queue, 0)
-    job_redis.delete(queue, key)
+    assert events == [f"published {holder}", "stopped"]
+    job_redis.delete(key)
