@@ -106,21 +106,34 @@ class Attempt:
 
 @contextlib.contextmanager
 def stop_signals_deferred() -> Iterator[None]:
-    """Hold SIGTERM, SIGINT and SIGQUIT back until the block ends (main thread only; elsewhere nothing changes).
+    """Hold SIGTERM, SIGINT and SIGQUIT back until the block ends, then handle them as usual.
 
-    A signal that arrives meanwhile stays pending and is handled as usual
-    right after the block. SIGKILL cannot be deferred: a sender killed that
-    way between lock and message leaves the lock until its TTL.
+    For the block, each signal's Python handler is swapped for one that only
+    notes it; afterwards the handlers are put back and each noted signal is
+    raised again, so the process stops (or does whatever its handler does)
+    right after the block. A signal mask would not do: it holds a signal back
+    only from the calling thread, and a process with another thread (Sentry's
+    transport, a connection's health check) would take it there. Only in the
+    main thread (where Python runs signal handlers); elsewhere nothing
+    changes. SIGKILL cannot be held: a sender killed that way between lock
+    and message leaves the lock until its TTL.
     """
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    held = {signal.SIGTERM, signal.SIGINT, signal.SIGQUIT}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    noted: list[int] = []
+    previous: dict[int, Any] = {}
+    for held in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        if signal.getsignal(held) is None:
+            continue  # installed outside Python: it could not be put back
+        previous[held] = signal.signal(held, lambda received, frame: noted.append(received))
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+        for received in dict.fromkeys(noted):
+            signal.raise_signal(received)
 
 
 def outcome(status: str, *, run: JobRun | None, skip_reason: str = "", items: int | None = None) -> dict:

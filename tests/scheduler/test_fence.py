@@ -9,6 +9,7 @@ heartbeat, and ``run_job`` presumes its worker dead after 1.25 × 10 + 1 = 13.5 
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
 
 import pytest
@@ -263,6 +264,10 @@ def test_a_stop_signal_while_sending_is_handled_once_the_message_is_queued(job_r
     monkeypatch.setattr(task.once_backend, "raise_or_lock", take_then_get_stopped)
     after_task_publish.connect(published, weak=False)
     previous = signal.signal(signal.SIGTERM, stop)
+    # and another thread in the process (Sentry's transport, say), which may be the one the signal reaches
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)
+    other.start()
     try:
         # when it is told to stop while sending (to a queue no worker reads)
         with pytest.raises(SystemExit):
@@ -270,6 +275,7 @@ def test_a_stop_signal_while_sending_is_handled_once_the_message_is_queued(job_r
     finally:
         signal.signal(signal.SIGTERM, previous)
         after_task_publish.disconnect(published)
+        idle.set()
     # then the stop came after the message was queued: the lock's holder has its message, no orphan lock
     holder = job_redis.get(key)
     assert holder is not None and holder.startswith("test-noop:manual:")
