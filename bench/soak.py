@@ -548,7 +548,8 @@ def main(argv: list[str] | None = None) -> int:
     started_at = dt.datetime.now(dt.UTC)
     try:
         with soak_environment(os.environ.get("DATABASE_URL") or None) as (vendor, workdir, redis_url):
-            _progress(f"{args.seconds:g}s on a throwaway {vendor} database, Redis {redis_url}, logs in {workdir}")
+            _progress(f"{args.seconds:g}s on a throwaway {vendor} database, Redis {redis_url}, work dir {workdir} "
+                      "(removed at the end; --logs DIR keeps the logs)")
             facts = run(seconds=args.seconds, grace_s=args.grace, workdir=workdir, redis_url=redis_url)
             report = analyse(facts, redis_url)
             report.update({"meta.database": vendor, "meta.started_at": started_at.isoformat(timespec="seconds"),
