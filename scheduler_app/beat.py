@@ -264,7 +264,16 @@ class JobScheduler(DatabaseScheduler):
         """Send ``entry``'s message stamped with its scheduled time (header ``scheduled_for``).
 
         A scheduled time before the task's ``start_time`` is never sent.
+        SIGTERM and Ctrl-C wait until the send is done: ``reserve`` moves the
+        entry's ``last_run_at`` on, and beat's shutdown saves it, so a stop in
+        between would mark a time run that was never sent.
         """
+        from scheduler_app.task import stop_signals_deferred
+
+        with stop_signals_deferred():
+            return self._apply_async(entry, producer=producer, advance=advance, **kwargs)
+
+    def _apply_async(self, entry, producer=None, advance=True, **kwargs):
         scheduled_for = entry.scheduled_for(timezone.now()) if isinstance(entry, JobEntry) else None
         start_time = getattr(getattr(entry, "model", None), "start_time", None)
         if scheduled_for is not None and start_time is not None and scheduled_for < start_time:

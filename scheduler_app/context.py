@@ -35,25 +35,31 @@ PROGRESS_INTERVAL_S = 2.0
 RETRY_BACKOFF_SECONDS = 1
 
 
-def heartbeat_seconds() -> float:
-    """Seconds between two heartbeats of a running run (``settings.RUN_HEARTBEAT_SECONDS``, default 10)."""
+def heartbeat_seconds(lock_ttl: float | None = None) -> float:
+    """Seconds between two heartbeats of a running run: ``settings.RUN_HEARTBEAT_SECONDS`` (default 10).
+
+    With ``lock_ttl`` (the job's lock TTL in seconds), at most a third of it:
+    the lock is renewed in the same round, and a dead run must be judged
+    lost by the time its lock expires (SPEC §6: the next trigger runs then).
+    """
     from django.conf import settings
 
-    return float(getattr(settings, "RUN_HEARTBEAT_SECONDS", 10.0))
+    period = float(getattr(settings, "RUN_HEARTBEAT_SECONDS", 10.0))
+    return max(min(period, lock_ttl / 3.0), 0.05) if lock_ttl else period
 
 
-def lost_after_seconds() -> float:
+def lost_after_seconds(lock_ttl: float | None = None) -> float:
     """Seconds without a heartbeat after which a RUNNING run is judged lost: 3 heartbeat periods (issue 11).
 
     Three periods, so that one slow or failed heartbeat write (a database
-    hiccup) never makes a live run look dead.
+    hiccup) never makes a live run look dead; with ``lock_ttl``, at most the TTL.
     """
-    return 3 * heartbeat_seconds()
+    return 3 * heartbeat_seconds(lock_ttl)
 
 
-def presumed_dead_after_seconds() -> float:
-    """Seconds without a heartbeat after which ``run_job`` tells its operator the worker died: 1.25 periods + 1 s."""
-    return 1.25 * heartbeat_seconds() + 1.0
+def presumed_dead_after_seconds(lock_ttl: float | None = None) -> float:
+    """Seconds without a heartbeat after which ``run_job`` asks whether the worker died: 1.25 periods + 1 s."""
+    return 1.25 * heartbeat_seconds(lock_ttl) + 1.0
 
 
 def make_task_id(job_name: str, scheduled_for: dt.datetime | None) -> str:
@@ -137,6 +143,8 @@ class JobContext:
     #: Returns why the run must stop now (e.g. it was judged lost and another run took the job's lock), or
     #: None; set by the engine's :class:`~scheduler_app.keeper.RunKeeper`.
     stop_reason: Callable[[], str | None] | None = dataclasses.field(default=None, repr=False)
+    #: Items that earlier attempts of this run reported before they failed; progress and the outcome add them.
+    items_before: int = 0
     _progress_at: float = dataclasses.field(default=-math.inf, repr=False)
 
     def should_stop(self) -> bool:
@@ -154,7 +162,10 @@ class JobContext:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def report_progress(self, items: int, detail: str = "", *, force: bool = False) -> bool:
-        """Record ``items`` done so far (and a short ``detail``) on the run, for the admin and the dashboard.
+        """Record ``items`` done so far by this attempt (and a short ``detail``) on the run, for the admin.
+
+        Earlier failed attempts' items (:attr:`items_before`) are added, so a
+        retry shows the run's total.
 
         Written at most once every ``PROGRESS_INTERVAL_S`` seconds (``force``
         writes now); a run that dies keeps the last count written. Nothing is
@@ -167,7 +178,7 @@ class JobContext:
         from scheduler_app.models import JobRun
 
         self._progress_at = now
-        return JobRun.objects.record_progress(self.run_id, items=items, detail=detail)
+        return JobRun.objects.record_progress(self.run_id, items=self.items_before + items, detail=detail)
 
 
     def defer(self, *, total: int, within_s: int, what: str = "batches") -> Deferred:

@@ -60,7 +60,7 @@ class RunKeeper:
                  job: str, interval: float | None = None):
         self.backend, self.key, self.token, self.ttl = backend, key, token, ttl_seconds
         self.run_id, self.job = run_id, job
-        self.interval = interval if interval is not None else max(min(heartbeat_seconds(), ttl_seconds / 3.0), 0.05)
+        self.interval = interval if interval is not None else heartbeat_seconds(ttl_seconds)
         self._reason: str | None = None
         self._waiting_for: str | None = None  # the foreign holder last reported, so it is logged once
         self._stop = threading.Event()

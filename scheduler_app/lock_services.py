@@ -83,8 +83,7 @@ def _working_run(holder: LockHolder) -> str | None:
         "worker", "heartbeat_at", "started_at", "deferred_until").first()
     if run is None or JobRun.objects.holder_is_dead(holder.token) is not None:
         return None
-    last = run.heartbeat_at or run.started_at
-    age = max((timezone.now() - last).total_seconds(), 0)
+    age = JobRun.objects.silent_seconds(run.pk) or 0.0  # by the database's clock, as the heartbeats are written
     return f"{run.worker} (run {run.pk}, last heartbeat {age:.0f}s ago)"
 
 

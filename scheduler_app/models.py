@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from django.db import IntegrityError, models, transaction
 from django.db.models import Q
-from django.db.models.functions import Cast, Coalesce, Concat
+from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
 from scheduler_app.context import MAX_ATTEMPTS, iso, lost_after_seconds, worker_name
@@ -32,19 +32,27 @@ LOST_RUN_ERROR = (
 )
 
 
-def _stale_before(now: dt.datetime) -> dt.datetime:
-    return now - dt.timedelta(seconds=lost_after_seconds())
+def job_lock_ttl(job: str) -> float | None:
+    """The lock TTL in seconds of the registered job named ``job``, or None for a name not registered."""
+    from scheduler_app.registry import REGISTRY, load_registry
+
+    spec = REGISTRY.get(job) or load_registry().get(job)
+    return float(spec.lock_ttl) if spec is not None else None
 
 
-def _lost_q(now: dt.datetime) -> Q:
+def _lost_q(now: dt.datetime | None = None, *, lock_ttl: float | None = None) -> Q:
     """RUNNING rows whose holder is gone: no heartbeat for 3 periods, or a deferred run past its ``deferred_until``.
 
-    A row without any heartbeat (written before heartbeats existed) counts
-    from its ``started_at``.
+    ``now`` None means the database's clock (``NOW()``), as the heartbeats
+    themselves are written with it: hosts whose clocks disagree still agree on
+    who is alive. ``lock_ttl``: the job's, which shortens its period
+    (:func:`~scheduler_app.context.heartbeat_seconds`). A row without any
+    heartbeat (written before heartbeats existed) counts from its ``started_at``.
     """
-    stale = _stale_before(now)
+    current: Any = now if now is not None else Now()
+    stale = current - dt.timedelta(seconds=lost_after_seconds(lock_ttl))
     heartbeat_stale = Q(heartbeat_at__lt=stale) | Q(heartbeat_at__isnull=True, started_at__lt=stale)
-    return Q(deferred_until__isnull=True) & heartbeat_stale | Q(deferred_until__lte=now)
+    return Q(deferred_until__isnull=True) & heartbeat_stale | Q(deferred_until__lte=current)
 
 
 class JobRunQuerySet(models.QuerySet["JobRun"]):
@@ -91,14 +99,14 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         """
         if existing is not None:
             claimed = self.filter(pk=existing.pk, status=JobRun.Status.RUNNING, attempts=existing.attempts).update(
-                attempts=attempt, worker=worker_name(), heartbeat_at=timezone.now(),
+                attempts=attempt, worker=worker_name(), heartbeat_at=Now(),
             )
             return self.get(pk=existing.pk) if claimed else None
         try:
             with transaction.atomic():
                 run = self.create(
                     job=job, trigger=trigger, scheduled_for=scheduled_for, status=JobRun.Status.RUNNING,
-                    dry_run=dry_run, attempts=attempt, started_at=timezone.now(), heartbeat_at=timezone.now(),
+                    dry_run=dry_run, attempts=attempt, started_at=timezone.now(), heartbeat_at=Now(),
                     worker=worker_name(), task_id=task_id,
                 )
         except IntegrityError:
@@ -141,14 +149,16 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         its tasks run, once its ``deferred_until`` has passed. One conditional
         UPDATE, so a heartbeat written meanwhile keeps its run alive.
         """
-        now = now or timezone.now()
-        return self.filter(_lost_q(now), job=job, status=JobRun.Status.RUNNING).exclude(
+        return self.filter(_lost_q(now, lock_ttl=job_lock_ttl(job)), job=job, status=JobRun.Status.RUNNING).exclude(
             task_id=exclude_task_id,
-        ).update(status=JobRun.Status.FAILED, finished_at=now, error=LOST_RUN_ERROR)
+        ).update(status=JobRun.Status.FAILED, finished_at=now or timezone.now(), error=LOST_RUN_ERROR)
 
-    def lost(self, now: dt.datetime | None = None) -> JobRunQuerySet:
-        """RUNNING runs whose holder is gone (see :meth:`mark_lost`), not yet recorded as such."""
-        return self.filter(_lost_q(now or timezone.now()), status=JobRun.Status.RUNNING)
+    def lost(self, now: dt.datetime | None = None, *, job: str) -> JobRunQuerySet:
+        """RUNNING runs of ``job`` whose holder is gone (see :meth:`mark_lost`), not yet recorded as such.
+
+        ``now`` None: the database's clock.
+        """
+        return self.filter(_lost_q(now, lock_ttl=job_lock_ttl(job)), job=job, status=JobRun.Status.RUNNING)
 
     def live_run(self, job: str, *, exclude_task_id: str = "") -> JobRun | None:
         """The run of ``job`` working now (RUNNING, not deferred, not a dry run) other than ``exclude_task_id``, if any.
@@ -159,8 +169,8 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
                            deferred_until__isnull=True).exclude(task_id=exclude_task_id).first()
 
     def heartbeat(self, run_id: int) -> bool:
-        """Write a RUNNING run's heartbeat (now); False when the run is no longer RUNNING (it was judged lost)."""
-        return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(heartbeat_at=timezone.now()))
+        """Write a RUNNING run's heartbeat (the database's ``NOW()``); False when no longer RUNNING (judged lost)."""
+        return bool(self.filter(pk=run_id, status=JobRun.Status.RUNNING).update(heartbeat_at=Now()))
 
     def holder_is_dead(self, token: str, *, now: dt.datetime | None = None) -> JobRun | None:
         """The run whose task id ``token`` holds a lock, when that run can no longer be holding it; else None.
@@ -175,7 +185,15 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
             return None
         if run.status != JobRun.Status.RUNNING:
             return run
-        return run if self.filter(_lost_q(now or timezone.now()), pk=run.pk).exists() else None
+        return run if self.filter(_lost_q(now, lock_ttl=job_lock_ttl(run.job)), pk=run.pk).exists() else None
+
+    def silent_seconds(self, run_id: int) -> float | None:
+        """Seconds since the run's last heartbeat (or start), by the database's clock; None if there is no such run."""
+        row = self.filter(pk=run_id).annotate(db_now=Now()).values_list("db_now", "heartbeat_at", "started_at").first()
+        if row is None:
+            return None
+        db_now, heartbeat, started = row
+        return max((db_now - (heartbeat or started)).total_seconds(), 0.0)
 
     def record_attempt_error(self, run: JobRun, error: str, *, quiet_for_s: float = 0.0) -> None:
         """Keep the failed attempt's traceback on a run that will retry in ``quiet_for_s`` seconds.
@@ -184,7 +202,7 @@ class JobRunQuerySet(models.QuerySet["JobRun"]):
         the retry's countdown, and the run must not look dead meanwhile.
         """
         self.filter(pk=run.pk, status=JobRun.Status.RUNNING).update(
-            error=error, heartbeat_at=timezone.now() + dt.timedelta(seconds=quiet_for_s))
+            error=error, heartbeat_at=Now() + dt.timedelta(seconds=quiet_for_s))
 
     def elapsed_ms(self, run: JobRun) -> int:
         """Milliseconds since the run started."""

@@ -184,7 +184,7 @@ def overrunning(spec: JobSpec, now: dt.datetime) -> list[Problem]:
         "pk", "started_at", "heartbeat_at"))
     if not running:
         return []
-    lost = set(JobRun.objects.lost(now).filter(job=spec.name).values_list("pk", flat=True))
+    lost = set(JobRun.objects.lost(now, job=spec.name).values_list("pk", flat=True))
     limit = dt.timedelta(seconds=expected_duration_s(spec, recent_durations_ms(spec.name)))
     return [Problem(spec.name, "lost", run_id=pk, started_at=heartbeat or started) if pk in lost
             else Problem(spec.name, "overrunning", run_id=pk, started_at=started)

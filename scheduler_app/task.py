@@ -363,7 +363,7 @@ class JobTask(QueueOnce):
         return JobRun.objects.live_run(self.spec.name, exclude_task_id=attempt.task_id)
 
     def _refuse_by_database(self, attempt: Attempt, live: JobRun) -> dict:
-        """Another run is working although the Redis lock was ours (Redis lost it): SKIPPED ``lock_held``.
+        """Another run works though the Redis lock was ours (it expired, or Redis lost it): SKIPPED ``lock_held``.
 
         The database decides (``jobrun_one_working_run_per_job``). Our lock is
         released in ``after_return``, and the working run takes it back on its next heartbeat.
@@ -373,8 +373,8 @@ class JobTask(QueueOnce):
             job=self.spec.name, task_id=attempt.task_id, trigger=attempt.trigger, scheduled_for=attempt.scheduled_for,
             reason=JobRun.SkipReason.LOCK_HELD, dry_run=attempt.dry_run, detail=f"Held by {holder_text}.",
         ), "recording a skip")
-        logger.info("Job %s skipped: lock held by %s (the Redis lock had been lost; the database refused a second "
-                    "run)", self.spec.name, holder_text)
+        logger.info("Job %s skipped: lock held by %s (the Redis lock was free, expired or lost; the database "
+                    "refused a second run)", self.spec.name, holder_text)
         return outcome(JobRun.Status.SKIPPED, run=run, skip_reason=JobRun.SkipReason.LOCK_HELD)
 
     def _take_over_from_dead_holder(self, own_token: str, *, patient: bool = True) -> bool:
@@ -450,10 +450,13 @@ class JobTask(QueueOnce):
                     MAX_ATTEMPTS, dry)
         keeper = RunKeeper(self.once_backend, spec.lock_key, attempt.task_id, spec.lock_ttl, run_id=run.pk,
                            job=spec.name)
+        # A retry goes on from the items its failed attempts had reported (their work committed).
+        items_before = (run.items_processed or 0) if attempt.number > 1 else 0
         self._context.ctx = JobContext(spec=spec, run_id=run.pk, trigger=attempt.trigger,
                                        scheduled_for=attempt.scheduled_for, attempt=attempt.number,
                                        dry_run=attempt.dry_run, deadline=attempt_deadline(spec),
-                                       local=bool(self.request.is_eager), stop_reason=keeper.stop_reason)
+                                       local=bool(self.request.is_eager), stop_reason=keeper.stop_reason,
+                                       items_before=items_before)
         try:
             with keeper:
                 result = super().__call__(**kwargs)
@@ -483,7 +486,7 @@ class JobTask(QueueOnce):
                         spec.name, result.total, result.what, JobRun.objects.elapsed_ms(run), run.pk,
                         attempt.number, MAX_ATTEMPTS, dry)
             return outcome(JobRun.Status.RUNNING, run=run)
-        items = int(result) if isinstance(result, (int, float)) else None
+        items = int(result) + items_before if isinstance(result, (int, float)) else None
         stopped = keeper.stop_reason()
         if stopped is not None:
             # Stopped by the fence, not by a bug: no retry (a newer run owns the job now).

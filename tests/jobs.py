@@ -3,7 +3,7 @@
 Their behaviour is steered through Redis, because they run inside real
 worker processes: the hash ``testjob:<name>`` holds ``fail_times`` (attempts
 that raise before one succeeds, counted across runs), ``sleep`` (seconds per
-attempt) and ``items``; every attempt appends
+attempt), ``progress`` (items each attempt reports done before it may fail) and ``items``; every attempt appends
 ``<unix time> <attempt> <task id> <scheduled time or -> <worker node name or ->``
 to the list ``testjob:<name>:attempts`` (the node name is the worker's ``-n``,
 e.g. ``shared@host``: ``JobRun.worker`` holds only the pool process's
@@ -48,6 +48,8 @@ def _behave(name: str, ctx: JobContext) -> int:
     sleep = float(config.get("sleep", 0))
     if sleep:
         time.sleep(sleep)
+    if config.get("progress"):
+        ctx.report_progress(int(config["progress"]), force=True)
     if int(config.get("fail_times", 0)) > 0 and r.hincrby(f"testjob:{name}", "fail_times", -1) >= 0:
         raise FlakyError(f"planned failure of {name} on attempt {ctx.attempt}")
     r.rpush(f"testjob:{name}:done", f"{time.time():.6f} {task_id}")

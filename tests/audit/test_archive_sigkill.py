@@ -106,7 +106,7 @@ def test_sigkill_during_the_archive_loses_and_doubles_nothing(worker, job_redis)
         # and the killed run's lock, 600 s TTL, is taken over by the next run as soon as the run's
         # heartbeat is 3 periods (3 x 1 s in the tests) old: the database judges the holder dead
         assert backend.holder(spec.lock_key) is not None
-        wait_for(lambda: JobRun.objects.lost().filter(job=spec.name).exists(), 15, message="a stale heartbeat")
+        wait_for(lambda: JobRun.objects.lost(job=spec.name).exists(), 15, message="a stale heartbeat")
     # and the next run finishes the work
     done = task.apply_async(kwargs={"trigger": "manual"})
     wait_for(lambda: JobRun.objects.filter(task_id=done.id, status="SUCCEEDED").exists(), 120)

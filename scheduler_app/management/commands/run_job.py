@@ -147,9 +147,10 @@ class Command(BaseCommand):
         * a database outage is waited through too (the worker writes the outcome once it is back).
         """
         from django.db import DatabaseError, connection
-        from django.utils import timezone
 
         from scheduler_app.context import heartbeat_seconds, presumed_dead_after_seconds
+
+        ttl = get_spec(name).lock_ttl
 
         deadline = time.monotonic() + timeout
         ask_again_at = 0.0  # when a silent run's workers may be asked again whether they hold its task
@@ -176,8 +177,9 @@ class Command(BaseCommand):
             if run is not None and run.deferred_until is not None:
                 return self._report(name, result.id, max(deadline - time.monotonic(), 1))
             if run is not None:
-                silent = (timezone.now() - (run.heartbeat_at or run.started_at)).total_seconds()
-                if silent > presumed_dead_after_seconds() and time.monotonic() >= ask_again_at:
+                # By the database's clock, as the heartbeats are written: this host's clock may be off.
+                silent = JobRun.objects.silent_seconds(run.pk) or 0.0
+                if silent > presumed_dead_after_seconds(ttl) and time.monotonic() >= ask_again_at:
                     # A silent heartbeat is a dead worker or a database the worker cannot write to
                     # (its bookkeeping waits the outage through): the workers tell them apart.
                     try:
@@ -187,11 +189,11 @@ class Command(BaseCommand):
                     if holder is None:
                         self.stderr.write(
                             f"Job {name}: run {run.pk} on {run.worker or 'its worker'} has sent no heartbeat for "
-                            f"{silent:.0f}s (one every {heartbeat_seconds():g}s) and no worker holds its task: its "
+                            f"{silent:.0f}s (one every {heartbeat_seconds(ttl):g}s) and no worker holds its task: its "
                             "worker died. The run will be recorded as lost by the next run of the job (or "
                             "`check_schedules`); its lock is taken over then.")
                         return EXIT_FAILED
-                    ask_again_at = time.monotonic() + presumed_dead_after_seconds()
+                    ask_again_at = time.monotonic() + presumed_dead_after_seconds(ttl)
                     once("silent", f"Job {name}: run {run.pk} has sent no heartbeat for {silent:.0f}s, but its "
                                    f"task is still held by {holder} (the database may not answer it); still waiting")
             try:
