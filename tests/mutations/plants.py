@@ -32,8 +32,8 @@ class Plant:
 #: Plant 6: the worker's duplicate check and the (job, scheduled_for) unique constraint (model and migrations) gone.
 WORKER_DUPLICATE_GUARDS_REMOVED = (
     Edit("scheduler_app/task.py",
-         "        if JobRun.objects.is_known_duplicate(",
-         "        if False and JobRun.objects.is_known_duplicate("),
+         "            return existing, JobRun.objects.is_known_duplicate(",
+         "            return existing, False and JobRun.objects.is_known_duplicate("),
     Edit("scheduler_app/models.py",
          "        constraints = [\n            models.UniqueConstraint(",
          "        constraints = [] and [\n            models.UniqueConstraint("),
