@@ -315,15 +315,10 @@ def _redis_url() -> str:
         if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
             raise _bad("REDIS_URL", url, "a URL like redis://[:password@]host:port/db, rediss://... for TLS "
                        f"or, for Redis Sentinel, {SENTINEL_EXAMPLE}")
-        try:
-            port = parsed.port
-        except ValueError:
-            port = -1
+        port = _url_port(parsed)
         if port is not None and not 1 <= port <= 65535:
             raise _bad("REDIS_URL", url, "a URL whose port is a number from 1 to 65535")
-        db = parsed.path.lstrip("/")
-        if db and not (db.isdigit() and 0 <= int(db) <= 15):
-            raise _bad("REDIS_URL", url, "a URL whose database (the path) is a number from 0 to 15")
+        _check_redis_db(url, parsed)
         return url
     host = env_str("REDIS_HOST", "localhost")
     redis_port = env_int("REDIS_PORT", 6379, minimum=1, maximum=65535)
@@ -331,6 +326,21 @@ def _redis_url() -> str:
     password = env_str("REDIS_PASSWORD")
     auth = f":{quote(password, safe='')}@" if password else ""
     return f"redis://{auth}{host}:{redis_port}/{redis_db}"
+
+
+def _url_port(parsed) -> int | None:
+    """The port of a parsed URL: None when it names none, -1 when it is not a number."""
+    try:
+        return parsed.port
+    except ValueError:
+        return -1
+
+
+def _check_redis_db(url: str, parsed) -> None:
+    """Stop start-up unless the URL's path, the Redis database, is empty or a number from 0 to 15."""
+    db = parsed.path.lstrip("/")
+    if db and not (db.isdigit() and 0 <= int(db) <= 15):
+        raise _bad("REDIS_URL", url, "a URL whose database (the path) is a number from 0 to 15")
 
 
 def _sentinel_url(url: str) -> str:
@@ -347,17 +357,12 @@ def _sentinel_url(url: str) -> str:
         if parsed.scheme != "sentinel" or not parsed.hostname:
             raise _bad("REDIS_URL", url, "a Sentinel URL whose every ';'-separated part is "
                        f"sentinel://[:password@]host:port[/db], e.g. {SENTINEL_EXAMPLE}")
-        try:
-            port = parsed.port
-        except ValueError:
-            port = -1
+        port = _url_port(parsed)
         # No default: kombu would take Redis's 6379 where a sentinel listens on 26379.
         if port is None or not 1 <= port <= 65535:
             raise _bad("REDIS_URL", url, "a Sentinel URL whose every sentinel's port is given, "
                        "a number from 1 to 65535")
-        db = parsed.path.lstrip("/")
-        if db and not (db.isdigit() and 0 <= int(db) <= 15):
-            raise _bad("REDIS_URL", url, "a URL whose database (the path) is a number from 0 to 15")
+        _check_redis_db(url, parsed)
     return url
 
 
