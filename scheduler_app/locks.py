@@ -16,7 +16,8 @@ celery-once's interface (``raise_or_lock``, ``clear_lock`` and the
 * ``clear_lock(key, token=...)`` deletes only when the value is that token;
   without a token it is the operator's forced clear;
 * ``renew`` resets the TTL only for the holder, so a job that runs longer
-  than its TTL keeps its lock while its worker lives, and the lock expires
+  than its TTL keeps its lock while its worker lives (the running attempt's
+  :class:`~scheduler_app.keeper.RunKeeper` renews it), and the lock expires
   within one TTL after the holder dies.
 
 Ownership belongs to the acquisition (its token), never to a thread: the
@@ -310,44 +311,6 @@ class OwnedRedisBackend:
         if value is None:
             return None
         return LockHolder(token=value.decode() if isinstance(value, bytes) else value, ttl_ms=max(int(ttl), 0))
-
-
-class LockRenewer:
-    """Keeps a lock alive while a job runs: renews it every ``ttl/3`` seconds (SPEC §6).
-
-    Use as a context manager around the work. If the lock is found lost
-    (forcibly cleared, or Redis was unreachable for a whole TTL),
-    ``lost`` becomes True and ``on_lost`` is called once.
-    """
-
-    def __init__(self, backend: OwnedRedisBackend, key: str, token: str, ttl_seconds: float,
-                 on_lost: Callable[[], None] | None = None):
-        self.backend, self.key, self.token, self.ttl = backend, key, token, ttl_seconds
-        self.interval = max(ttl_seconds / 3.0, 0.05)
-        self.on_lost = on_lost
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"lock-renewer:{key}", daemon=True)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                still_held = self.backend.renew(self.key, self.token, self.ttl)
-            except redis.RedisError:
-                continue  # try again next interval; the TTL leaves two more chances
-            if not still_held:
-                self.lost = True
-                if self.on_lost:
-                    self.on_lost()
-                return
-
-    def __enter__(self) -> LockRenewer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 def default_backend() -> OwnedRedisBackend:

@@ -236,17 +236,6 @@ def test_renew_of_an_expired_lock_is_false_and_does_not_recreate_it(backend, job
     assert job_redis.get("qo_t") is None
 
 
-def test_the_renewer_keeps_a_lock_past_its_ttl_and_reports_a_lost_one(backend, job_redis):
-    backend.raise_or_lock("qo_t", timeout=0.3, token="task-1", wait=0)
-    lost = []
-    with locks.LockRenewer(backend, "qo_t", "task-1", 0.3, on_lost=lambda: lost.append(True)) as renewer:
-        time.sleep(0.9)  # three TTLs
-        assert job_redis.get("qo_t") == "task-1"
-        backend.clear_lock("qo_t")  # an operator's forced clear
-        time.sleep(0.3)
-    assert renewer.lost is True and lost == [True]
-
-
 @pytest.mark.parametrize("timeout", [0, 0.0004, float("inf"), None])
 def test_a_bad_lock_timeout_is_named(backend, timeout):
     with pytest.raises(ValueError, match=f"timeout={timeout!r} is invalid"):
