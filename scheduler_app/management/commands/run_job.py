@@ -129,10 +129,10 @@ class Command(BaseCommand):
             self.stdout.write(
                 f"Sent job {name} as task {result.id}; waiting for the worker (Ctrl-C stops waiting, not the job)"
             )
-            return self._wait(name, result, timeout)
+            return self._wait(name, result, timeout, lock_ttl=spec.lock_ttl)
         return self._report(name, result.id, timeout)
 
-    def _wait(self, name: str, result, timeout: float) -> int:
+    def _wait(self, name: str, result, timeout: float, *, lock_ttl: float) -> int:
         """Wait for the run of ``result`` (an AsyncResult) to end; return the exit code.
 
         The database is watched first (the run's row, every 0.2 s), the result
@@ -150,7 +150,6 @@ class Command(BaseCommand):
 
         from scheduler_app.context import heartbeat_seconds, presumed_dead_after_seconds
 
-        ttl = get_spec(name).lock_ttl
 
         deadline = time.monotonic() + timeout
         ask_again_at = 0.0  # when a silent run's workers may be asked again whether they hold its task
@@ -179,7 +178,7 @@ class Command(BaseCommand):
             if run is not None:
                 # By the database's clock, as the heartbeats are written: this host's clock may be off.
                 silent = JobRun.objects.silent_seconds(run.pk) or 0.0
-                if silent > presumed_dead_after_seconds(ttl) and time.monotonic() >= ask_again_at:
+                if silent > presumed_dead_after_seconds(lock_ttl) and time.monotonic() >= ask_again_at:
                     # A silent heartbeat is a dead worker or a database the worker cannot write to
                     # (its bookkeeping waits the outage through): the workers tell them apart.
                     try:
@@ -189,11 +188,11 @@ class Command(BaseCommand):
                     if holder is None:
                         self.stderr.write(
                             f"Job {name}: run {run.pk} on {run.worker or 'its worker'} has sent no heartbeat for "
-                            f"{silent:.0f}s (one every {heartbeat_seconds(ttl):g}s) and no worker holds its task: its "
-                            "worker died. The run will be recorded as lost by the next run of the job (or "
+                            f"{silent:.0f}s (one every {heartbeat_seconds(lock_ttl):g}s) and no worker holds its "
+                            "task: its worker died. The run will be recorded as lost by the next run of the job (or "
                             "`check_schedules`); its lock is taken over then.")
                         return EXIT_FAILED
-                    ask_again_at = time.monotonic() + presumed_dead_after_seconds(ttl)
+                    ask_again_at = time.monotonic() + presumed_dead_after_seconds(lock_ttl)
                     once("silent", f"Job {name}: run {run.pk} has sent no heartbeat for {silent:.0f}s, but its "
                                    f"task is still held by {holder} (the database may not answer it); still waiting")
             try:
